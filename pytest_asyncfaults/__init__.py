@@ -1,0 +1,42 @@
+"""pytest-asyncfaults: reproduce what production swallows in async web apps.
+
+A fault proxy between the app under test and its services (an embedded,
+pure-Python engine with Toxiproxy's toxics, or a real Toxiproxy), and the
+tools to see what the app's background work does when they fail.
+"""
+
+from __future__ import annotations
+
+from ._core import FaultCore as FaultCore
+from ._engine import Engine as Engine
+from ._exceptions import AlreadyExistsError as AlreadyExistsError
+from ._exceptions import AsyncFaultsError as AsyncFaultsError
+from ._exceptions import EngineError as EngineError
+from ._exceptions import InvalidError as InvalidError
+from ._exceptions import ListenError as ListenError
+from ._exceptions import NotFoundError as NotFoundError
+from ._spec import ConnectionSelector as ConnectionSelector
+from ._spec import ToxicSpec as ToxicSpec
+from ._spec import make_toxic as make_toxic
+from ._stats import ProxyInfo as ProxyInfo
+from ._stats import ProxyStats as ProxyStats
+from ._toxics import TOXIC_TYPES as TOXIC_TYPES
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "TOXIC_TYPES",
+    "AlreadyExistsError",
+    "AsyncFaultsError",
+    "ConnectionSelector",
+    "Engine",
+    "EngineError",
+    "FaultCore",
+    "InvalidError",
+    "ListenError",
+    "NotFoundError",
+    "ProxyInfo",
+    "ProxyStats",
+    "ToxicSpec",
+    "make_toxic",
+)

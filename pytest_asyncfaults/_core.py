@@ -1,0 +1,577 @@
+"""The fault engine proper: proxies, connections and live toxics on one loop.
+
+Everything here runs on the engine's own event loop (``Engine`` gives it a
+thread; ``asyncfaults serve`` gives it a process). The toxic logic itself is
+sans-IO (``_toxics``, ``_chain``): this module is the thin driver that feeds
+socket reads into the chains, writes what comes out, and wakes the chains on
+their deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import random
+import socket
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, final
+
+from ._chain import ToxicChain
+from ._exceptions import AlreadyExistsError, InvalidError, ListenError, NotFoundError
+from ._spec import (
+    ToxicSpec,
+    check_name,
+    format_address,
+    parse_address,
+    update_toxic,
+)
+from ._stats import ProxyInfo, ProxyStats
+from ._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
+
+UPSTREAM: Final = 0
+"""Direction index: client to server."""
+DOWNSTREAM: Final = 1
+"""Direction index: server to client."""
+_STREAM_INDEX: Final = {"upstream": UPSTREAM, "downstream": DOWNSTREAM}
+
+CONNECT_TIMEOUT: Final = 10.0
+"""Bound on dialling the upstream; past it the client connection is closed."""
+MAX_HELD: Final = 4 * 1024 * 1024
+"""Bytes a chain may hold before the proxy stops reading that side."""
+_WRITE_HIGH_WATER: Final = 1024 * 1024
+_LINGER_ZERO: Final = struct.pack("ii", 1, 0)
+
+
+def draw(seed: int, *key: object) -> random.Random:
+    """A random source fixed by the seed and a key, not by the order of events.
+
+    Seeding from text hashes it with SHA-512, the same on every run and
+    platform, so the decisions for connection N of a proxy do not depend on
+    what else happened first.
+    """
+    return random.Random("/".join(map(str, (seed, *key))))
+
+
+@final
+@dataclass(eq=False)
+class _ToxicState:
+    spec: ToxicSpec
+    version: int = 0
+    active: bool = False
+    hits: int = 0
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+
+@final
+class _Side(asyncio.Protocol):
+    """One socket of a proxied connection; reads feed one direction's chain."""
+
+    __slots__ = ("conn", "direction", "peer", "transport")
+
+    def __init__(self, conn: _Connection, direction: int) -> None:
+        self.conn = conn
+        self.direction = direction  # the direction this side's reads travel
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.conn.side_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        chain = conn.chains[self.direction]
+        if chain:
+            conn.feed(self.direction, Data(data, conn.loop.time()))
+            return
+        peer = self.peer
+        assert peer is not None
+        assert peer.transport is not None
+        peer.transport.write(data)
+        conn.proxy.count_bytes(self.direction, len(data))
+
+    def eof_received(self) -> bool:
+        self.conn.feed(self.direction, EOF)
+        return True  # keep the other direction open: pass the half-close on
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.conn.block_reading(self.peer, "write")
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.conn.unblock_reading(self.peer, "write")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.side_lost(self, exc)
+
+
+@final
+class _Connection:
+    """A client connection and its upstream, with a toxic chain each way."""
+
+    def __init__(self, proxy: _Proxy, number: int) -> None:
+        self.proxy = proxy
+        self.loop = proxy.loop
+        self.number = number
+        self.client = _Side(self, UPSTREAM)
+        self.server = _Side(self, DOWNSTREAM)
+        self.client.peer, self.server.peer = self.server, self.client
+        self.chains = (ToxicChain(), ToxicChain())
+        self._timers: list[asyncio.TimerHandle | None] = [None, None]
+        self._timer_at: list[float | None] = [None, None]
+        self._eof_sent = [False, False]
+        self._blocked: dict[_Side, set[str]] = {self.client: set(), self.server: set()}
+        self._connect_task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    # -- setup --------------------------------------------------------------------
+
+    def side_connected(self, side: _Side) -> None:
+        if side is self.client:
+            self.proxy.connections.add(self)
+            self.block_reading(self.client, "connect")
+            now = self.loop.time()
+            for state in self.proxy.toxics.values():
+                if state.active:
+                    self.add_toxic(state, now)
+            self._connect_task = self.loop.create_task(self._connect())
+        else:
+            self.unblock_reading(self.client, "connect")
+
+    async def _connect(self) -> None:
+        host, port = self.proxy.upstream
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.loop.create_connection(lambda: self.server, host, port)
+        except (OSError, TimeoutError):
+            # As Toxiproxy: the client is accepted, the dial fails, the client is closed.
+            self.proxy.upstream_errors += 1
+            self.close()
+
+    # -- flow control ---------------------------------------------------------------
+
+    def block_reading(self, side: _Side, reason: str) -> None:
+        reasons = self._blocked[side]
+        if not reasons and side.transport is not None and not side.transport.is_closing():
+            side.transport.pause_reading()
+        reasons.add(reason)
+
+    def unblock_reading(self, side: _Side, reason: str) -> None:
+        reasons = self._blocked[side]
+        if reason not in reasons:
+            return
+        reasons.discard(reason)
+        if not reasons and side.transport is not None and not side.transport.is_closing():
+            side.transport.resume_reading()
+
+    # -- data path ------------------------------------------------------------------
+
+    def feed(self, direction: int, event: Event) -> None:
+        chain = self.chains[direction]
+        self.emit(direction, chain.feed(event, self.loop.time()))
+        self._after_chain_change(direction)
+
+    def _after_chain_change(self, direction: int) -> None:
+        if self.closed:
+            return
+        chain = self.chains[direction]
+        source = self.client if direction == UPSTREAM else self.server
+        if chain.holding > MAX_HELD:
+            self.block_reading(source, "held")
+        else:
+            self.unblock_reading(source, "held")
+        self._schedule(direction, chain.deadline())
+
+    def _schedule(self, direction: int, when: float | None) -> None:
+        if when == self._timer_at[direction]:
+            return
+        timer = self._timers[direction]
+        if timer is not None:
+            timer.cancel()
+        self._timer_at[direction] = when
+        self._timers[direction] = (
+            None if when is None else self.loop.call_at(when, self._wake, direction)
+        )
+
+    def _wake(self, direction: int) -> None:
+        self._timers[direction] = None
+        self._timer_at[direction] = None
+        if self.closed:
+            return
+        self.emit(direction, self.chains[direction].pump(self.loop.time()))
+        self._after_chain_change(direction)
+
+    def emit(self, direction: int, events: list[Event]) -> None:
+        """Carry out what left a chain: write, half-close, close or reset."""
+        if self.closed:
+            return
+        dest = self.server if direction == UPSTREAM else self.client
+        for event in events:
+            if isinstance(event, Data):
+                if dest.transport is not None and not dest.transport.is_closing():
+                    dest.transport.write(event.data)
+                    self.proxy.count_bytes(direction, len(event.data))
+            elif event is EOF:
+                self._send_eof(direction, dest)
+            elif event is CLOSE:
+                self.close()
+                return
+            elif event is RESET:
+                self.reset()
+                return
+
+    def _send_eof(self, direction: int, dest: _Side) -> None:
+        if self._eof_sent[direction]:
+            return
+        self._eof_sent[direction] = True
+        transport = dest.transport
+        if self._eof_sent[1 - direction] or transport is None:
+            self.close()
+        elif transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.close()
+
+    # -- toxics on a live connection ---------------------------------------------------
+
+    def _stage_for(self, state: _ToxicState, direction: int) -> Stage:
+        proxy, spec = self.proxy, state.spec
+        targeted = spec.connections is None or self.number in spec.connections
+        rng = draw(proxy.core.seed, proxy.name, spec.name, state.version, self.number, spec.stream)
+        if targeted and rng.random() < spec.toxicity:
+            state.hits += 1
+            return TOXIC_TYPES[spec.type](spec.attributes, rng)
+        return Noop({}, rng)
+
+    def add_toxic(self, state: _ToxicState, now: float) -> None:
+        direction = _STREAM_INDEX[state.spec.stream]
+        stage = self._stage_for(state, direction)
+        self.emit(direction, self.chains[direction].append(state.spec.name, stage, now))
+        self._after_chain_change(direction)
+
+    def update_toxic(self, state: _ToxicState, now: float) -> None:
+        direction = _STREAM_INDEX[state.spec.stream]
+        chain = self.chains[direction]
+        old = chain.stage(state.spec.name)
+        new = self._stage_for(state, direction)
+        if type(old) is type(new) and not isinstance(new, Noop):
+            events = chain.reconfigure(state.spec.name, state.spec.attributes, now)
+        else:
+            events = chain.replace(state.spec.name, new, now)
+        self.emit(direction, events)
+        self._after_chain_change(direction)
+
+    def remove_toxic(self, state: _ToxicState, now: float) -> None:
+        direction = _STREAM_INDEX[state.spec.stream]
+        chain = self.chains[direction]
+        if state.spec.name in chain.names:
+            self.emit(direction, chain.remove(state.spec.name, now))
+            self._after_chain_change(direction)
+
+    # -- teardown -----------------------------------------------------------------------
+
+    def _finish(self) -> bool:
+        if self.closed:
+            return False
+        self.closed = True
+        for timer in self._timers:
+            if timer is not None:
+                timer.cancel()
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        if self in self.proxy.connections:
+            self.proxy.connections.discard(self)
+            self.proxy.closed += 1
+        return True
+
+    def close(self) -> None:
+        """Close both sides after what is already written (a clean FIN)."""
+        if self._finish():
+            for side in (self.client, self.server):
+                if side.transport is not None:
+                    side.transport.close()
+
+    def abort(self) -> None:
+        """Drop both sides at once (disable, delete, engine stop)."""
+        if self._finish():
+            for side in (self.client, self.server):
+                if side.transport is not None:
+                    side.transport.abort()
+
+    def reset(self) -> None:
+        """Abort both sides with SO_LINGER 0, so each peer gets a TCP RST."""
+        if self._finish():
+            for side in (self.client, self.server):
+                transport = side.transport
+                if transport is None:
+                    continue
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+                transport.abort()
+
+    def side_lost(self, side: _Side, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        if exc is not None:
+            # A peer reset or a socket error: pass the reset on to the other peer.
+            self.reset()
+        else:
+            self.close()
+
+
+@final
+class _Proxy:
+    def __init__(
+        self, core: FaultCore, name: str, listen: tuple[str, int], upstream: tuple[str, int]
+    ) -> None:
+        self.core = core
+        self.loop = core.loop
+        self.name = name
+        self.listen = listen
+        self.upstream = upstream
+        self.enabled = False
+        self.server: asyncio.Server | None = None
+        self.connections: set[_Connection] = set()
+        self.toxics: dict[str, _ToxicState] = {}
+        self.accepted = 0
+        self.closed = 0
+        self.bytes = [0, 0]
+        self.upstream_errors = 0
+
+    def count_bytes(self, direction: int, size: int) -> None:
+        self.bytes[direction] += size
+
+    def _accept(self) -> asyncio.Protocol:
+        self.accepted += 1
+        return _Connection(self, self.accepted).client
+
+    async def start(self) -> None:
+        host, port = self.listen
+        try:
+            server = await self.loop.create_server(self._accept, host, port, backlog=1024)
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ListenError(
+                f"proxy {self.name!r} cannot listen on {format_address(host, port)}: "
+                f"{reason or exc}"
+            ) from None
+        self.server = server
+        self.listen = (host, server.sockets[0].getsockname()[1])
+        self.enabled = True
+
+    def stop(self) -> None:
+        """Close the listener and every open connection (Toxiproxy's disable)."""
+        self.enabled = False
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for conn in list(self.connections):
+            conn.abort()
+
+    def info(self) -> ProxyInfo:
+        return ProxyInfo(
+            name=self.name,
+            listen=format_address(*self.listen),
+            upstream=format_address(*self.upstream),
+            enabled=self.enabled,
+            toxics=self.ordered_toxics(),
+        )
+
+    def ordered_toxics(self) -> tuple[ToxicSpec, ...]:
+        """Upstream toxics first, then downstream, each in the order added."""
+        specs = [state.spec for state in self.toxics.values()]
+        return tuple(sorted(specs, key=lambda spec: spec.stream != "upstream"))
+
+    def stats(self) -> ProxyStats:
+        return ProxyStats(
+            accepted=self.accepted,
+            open=len(self.connections),
+            closed=self.closed,
+            bytes_upstream=self.bytes[UPSTREAM],
+            bytes_downstream=self.bytes[DOWNSTREAM],
+            upstream_errors=self.upstream_errors,
+            toxics_hit=MappingProxyType({name: state.hits for name, state in self.toxics.items()}),
+        )
+
+    # -- toxics ------------------------------------------------------------------------
+
+    def toxic(self, name: str) -> _ToxicState:
+        try:
+            return self.toxics[name]
+        except KeyError:
+            raise NotFoundError(f"toxic {name!r} not found on proxy {self.name!r}") from None
+
+    def add_toxic(self, spec: ToxicSpec) -> ToxicSpec:
+        if spec.name in self.toxics:
+            raise AlreadyExistsError(f"toxic {spec.name!r} already exists on proxy {self.name!r}")
+        state = _ToxicState(spec)
+        self.toxics[spec.name] = state
+        if spec.start_after > 0:
+            state.timers.append(
+                self.loop.call_later(spec.start_after / 1000, self._activate, state)
+            )
+        else:
+            self._activate(state)
+        return spec
+
+    def _activate(self, state: _ToxicState) -> None:
+        state.active = True
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.add_toxic(state, now)
+        if state.spec.duration is not None:
+            state.timers.append(
+                self.loop.call_later(state.spec.duration / 1000, self._deactivate, state)
+            )
+
+    def _deactivate(self, state: _ToxicState) -> None:
+        if not state.active:
+            return
+        state.active = False
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.remove_toxic(state, now)
+
+    def update_toxic(
+        self, name: str, attributes: Mapping[str, object] | None, toxicity: float | None
+    ) -> ToxicSpec:
+        state = self.toxic(name)
+        state.spec = update_toxic(state.spec, attributes=attributes, toxicity=toxicity)
+        state.version += 1
+        if state.active:
+            now = self.loop.time()
+            for conn in list(self.connections):
+                conn.update_toxic(state, now)
+        return state.spec
+
+    def remove_toxic(self, name: str) -> None:
+        state = self.toxic(name)
+        state.cancel_timers()
+        self._deactivate(state)
+        del self.toxics[name]
+
+    def remove_all_toxics(self) -> None:
+        for name in list(self.toxics):
+            self.remove_toxic(name)
+
+
+@final
+class FaultCore:
+    """All proxies of one engine, driven on the loop it was created on.
+
+    Every method must be called on that loop (the ``Engine`` wrapper sees to
+    it); the seed fixes every random decision, so a run repeats exactly.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seed: int) -> None:
+        self.loop = loop
+        self.seed = seed
+        self._proxies: dict[str, _Proxy] = {}
+
+    def _proxy(self, name: str) -> _Proxy:
+        try:
+            return self._proxies[name]
+        except KeyError:
+            raise NotFoundError(f"proxy {name!r} not found") from None
+
+    async def create_proxy(
+        self, name: str, upstream: str, listen: str = "127.0.0.1:0", enabled: bool = True
+    ) -> ProxyInfo:
+        check_name("name", name)
+        upstream_address = parse_address("upstream", upstream)
+        listen_address = parse_address("listen", listen)
+        if not isinstance(enabled, bool):
+            raise InvalidError(f"enabled={enabled!r} is not valid: expected true or false")
+        if name in self._proxies:
+            raise AlreadyExistsError(f"proxy {name!r} already exists")
+        proxy = _Proxy(self, name, listen_address, upstream_address)
+        if enabled:
+            await proxy.start()
+        self._proxies[name] = proxy
+        return proxy.info()
+
+    async def update_proxy(
+        self,
+        name: str,
+        *,
+        upstream: str | None = None,
+        listen: str | None = None,
+        enabled: bool | None = None,
+    ) -> ProxyInfo:
+        """Change a proxy; like Toxiproxy, a new address restarts it (connections close)."""
+        proxy = self._proxy(name)
+        new_upstream = proxy.upstream if upstream is None else parse_address("upstream", upstream)
+        new_listen = proxy.listen if listen is None else parse_address("listen", listen)
+        if enabled is not None and not isinstance(enabled, bool):
+            raise InvalidError(f"enabled={enabled!r} is not valid: expected true or false")
+        want_enabled = proxy.enabled if enabled is None else enabled
+        moved = new_upstream != proxy.upstream or new_listen != proxy.listen
+        if proxy.enabled and (moved or not want_enabled):
+            proxy.stop()
+        proxy.upstream, proxy.listen = new_upstream, new_listen
+        if want_enabled and not proxy.enabled:
+            await proxy.start()
+        return proxy.info()
+
+    def delete_proxy(self, name: str) -> None:
+        proxy = self._proxy(name)
+        for state in proxy.toxics.values():
+            state.cancel_timers()
+        proxy.stop()
+        del self._proxies[name]
+
+    def proxy_info(self, name: str) -> ProxyInfo:
+        return self._proxy(name).info()
+
+    def proxies(self) -> dict[str, ProxyInfo]:
+        return {name: proxy.info() for name, proxy in self._proxies.items()}
+
+    def stats(self, name: str) -> ProxyStats:
+        return self._proxy(name).stats()
+
+    def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
+        return self._proxy(proxy).ordered_toxics()
+
+    def toxic(self, proxy: str, name: str) -> ToxicSpec:
+        return self._proxy(proxy).toxic(name).spec
+
+    def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
+        return self._proxy(proxy).add_toxic(spec)
+
+    def update_toxic(
+        self,
+        proxy: str,
+        name: str,
+        *,
+        attributes: Mapping[str, object] | None = None,
+        toxicity: float | None = None,
+    ) -> ToxicSpec:
+        return self._proxy(proxy).update_toxic(name, attributes, toxicity)
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self._proxy(proxy).remove_toxic(name)
+
+    async def reset(self) -> None:
+        """Toxiproxy's reset: every proxy enabled, every toxic removed."""
+        for proxy in self._proxies.values():
+            proxy.remove_all_toxics()
+            if not proxy.enabled:
+                await proxy.start()
+
+    def close(self) -> None:
+        for name in list(self._proxies):
+            self.delete_proxy(name)

@@ -1,0 +1,257 @@
+"""What a proxy and a toxic *are*, validated: pure data, no I/O.
+
+Everything a user or a scenario file says about a toxic passes through
+``make_toxic`` / ``update_toxic`` here, so every backend (the embedded engine,
+``asyncfaults serve``, a real Toxiproxy) rejects bad input with the same
+message: the field, the bad value, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final, Literal, final
+
+from ._exceptions import InvalidError
+from ._toxics import TOXIC_TYPES
+
+Stream = Literal["upstream", "downstream"]
+STREAMS: Final = ("upstream", "downstream")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ConnectionSelector:
+    """Which connections of a proxy a toxic applies to, by their number.
+
+    Connections are numbered from 1 in the order the proxy accepted them (the
+    same count as ``proxy.stats.accepted``). Written as text: ``"3"`` (only
+    the third), ``"3+"`` (the third and every later one), ``"2-4"``, or a
+    comma list of those (``"1,5+"``). The fraction of connections is the
+    toxic's ``toxicity``, drawn from the engine's seed.
+    """
+
+    ranges: tuple[tuple[int, int | None], ...]
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int):
+            return False
+        return any(lo <= number and (hi is None or number <= hi) for lo, hi in self.ranges)
+
+    def __str__(self) -> str:
+        parts = []
+        for lo, hi in self.ranges:
+            if hi is None:
+                parts.append(f"{lo}+")
+            elif hi == lo:
+                parts.append(str(lo))
+            else:
+                parts.append(f"{lo}-{hi}")
+        return ",".join(parts)
+
+    @classmethod
+    def parse(cls, value: object, *, field_name: str = "connections") -> ConnectionSelector:
+        allowed = (
+            'a connection number from 1 ("3"), "N+" for N and later, "N-M", '
+            'or a comma list of those ("1,5+")'
+        )
+        if isinstance(value, ConnectionSelector):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
+        text = str(value).replace(" ", "")
+        ranges: list[tuple[int, int | None]] = []
+        for part in text.split(","):
+            match = re.fullmatch(r"(\d+)(\+|-(\d+))?", part)
+            if match is None:
+                raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
+            lo = int(match[1])
+            hi: int | None = lo
+            if match[2] == "+":
+                hi = None
+            elif match[3] is not None:
+                hi = int(match[3])
+            if lo < 1 or (hi is not None and hi < lo):
+                raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
+            ranges.append((lo, hi))
+        return cls(tuple(ranges))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ToxicSpec:
+    """A toxic as configured: Toxiproxy's fields plus our targeting and timing.
+
+    ``start_after`` (ms after the toxic is added) and ``duration`` (ms it
+    stays in effect, ``None`` for as long as it exists) bound it in time; when
+    its time is over it acts as removed (a timeout toxic closes what it held)
+    but stays listed until removed. ``connections`` limits it to some
+    connections by number.
+    """
+
+    name: str
+    type: str
+    stream: Stream = "downstream"
+    toxicity: float = 1.0
+    attributes: Mapping[str, int] = field(default_factory=dict)
+    connections: ConnectionSelector | None = None
+    start_after: int = 0
+    duration: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Toxiproxy's JSON shape, our extras only where set."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "stream": self.stream,
+            "toxicity": self.toxicity,
+            "attributes": dict(self.attributes),
+        }
+        if self.connections is not None:
+            out["connections"] = str(self.connections)
+        if self.start_after:
+            out["start_after"] = self.start_after
+        if self.duration is not None:
+            out["duration"] = self.duration
+        return out
+
+
+def _check_int(field_name: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(f"{field_name}={value!r} is not valid: expected an integer >= {minimum}")
+    if value < minimum:
+        raise InvalidError(f"{field_name}={value!r} is not valid: must be >= {minimum}")
+    return value
+
+
+def check_attributes(toxic_type: str, attributes: Mapping[str, object]) -> dict[str, int]:
+    """Validate a toxic's attributes; omitted ones default to 0, like Toxiproxy."""
+    stage = TOXIC_TYPES[toxic_type]
+    if not isinstance(attributes, Mapping):
+        raise InvalidError(
+            f"attributes={attributes!r} is not valid: expected a mapping of "
+            f"{', '.join(stage.attribute_names) or 'no attributes'}"
+        )
+    out = dict.fromkeys(stage.attribute_names, 0)
+    for key, value in attributes.items():
+        if key not in out:
+            allowed = ", ".join(stage.attribute_names) or "none"
+            raise InvalidError(
+                f"{toxic_type} attribute {key!r} is not valid: {toxic_type} takes {allowed}"
+            )
+        out[key] = _check_int(f"{toxic_type}.{key}", value)
+    if toxic_type == "slicer":
+        if out["average_size"] < 1:
+            raise InvalidError(
+                f"slicer.average_size={out['average_size']!r} is not valid: must be >= 1"
+            )
+        if out["size_variation"] >= out["average_size"]:
+            raise InvalidError(
+                f"slicer.size_variation={out['size_variation']!r} is not valid: "
+                f"must be less than average_size ({out['average_size']})"
+            )
+    return out
+
+
+def check_type(toxic_type: object) -> str:
+    if not isinstance(toxic_type, str) or toxic_type not in TOXIC_TYPES:
+        raise InvalidError(
+            f"type={toxic_type!r} is not a toxic type: expected one of {', '.join(TOXIC_TYPES)}"
+        )
+    return toxic_type
+
+
+def check_stream(stream: object) -> Stream:
+    if isinstance(stream, str) and stream.lower() in STREAMS:
+        return "upstream" if stream.lower() == "upstream" else "downstream"
+    raise InvalidError(
+        f"stream={stream!r} is not valid: expected 'upstream' (client to server) "
+        f"or 'downstream' (server to client)"
+    )
+
+
+def check_toxicity(toxicity: object) -> float:
+    if (
+        isinstance(toxicity, bool)
+        or not isinstance(toxicity, int | float)
+        or not math.isfinite(toxicity)
+        or not 0.0 <= toxicity <= 1.0
+    ):
+        raise InvalidError(f"toxicity={toxicity!r} is not valid: expected a number from 0.0 to 1.0")
+    return float(toxicity)
+
+
+def check_name(field_name: str, name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise InvalidError(
+            f"{field_name}={name!r} is not valid: expected a non-empty name without '/'"
+        )
+    return name
+
+
+def make_toxic(
+    toxic_type: str,
+    *,
+    name: str | None = None,
+    stream: str = "downstream",
+    toxicity: float = 1.0,
+    attributes: Mapping[str, object] | None = None,
+    connections: object = None,
+    start_after: int = 0,
+    duration: int | None = None,
+) -> ToxicSpec:
+    """Build a validated toxic; the name defaults to ``<type>_<stream>``."""
+    toxic_type = check_type(toxic_type)
+    checked_stream = check_stream(stream)
+    return ToxicSpec(
+        name=check_name("name", name if name is not None else f"{toxic_type}_{checked_stream}"),
+        type=toxic_type,
+        stream=checked_stream,
+        toxicity=check_toxicity(toxicity),
+        attributes=MappingProxyType(check_attributes(toxic_type, attributes or {})),
+        connections=None if connections is None else ConnectionSelector.parse(connections),
+        start_after=_check_int("start_after", start_after),
+        duration=None if duration is None else _check_int("duration", duration),
+    )
+
+
+def update_toxic(
+    spec: ToxicSpec,
+    *,
+    attributes: Mapping[str, object] | None = None,
+    toxicity: float | None = None,
+) -> ToxicSpec:
+    """Merge an update the way Toxiproxy does: given attributes replace, the rest stay."""
+    merged: dict[str, object] = dict(spec.attributes)
+    if attributes is not None:
+        if not isinstance(attributes, Mapping):
+            check_attributes(spec.type, attributes)  # raises with the right message
+        merged.update(attributes)
+    return replace(
+        spec,
+        attributes=MappingProxyType(check_attributes(spec.type, merged)),
+        toxicity=spec.toxicity if toxicity is None else check_toxicity(toxicity),
+    )
+
+
+def parse_address(
+    field_name: str, value: object, *, default_host: str | None = None
+) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) to a pair, with a message naming the field."""
+    allowed = 'expected "host:port" with a port from 0 to 65535'
+    if not isinstance(value, str):
+        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
+    host, sep, port_text = value.rpartition(":")
+    if not sep and default_host is None:
+        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
+    host = host.strip("[]") if host else (default_host or "")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

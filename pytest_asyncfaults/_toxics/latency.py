@@ -1,0 +1,34 @@
+"""``latency``: delay each chunk by ``latency`` ms, plus or minus ``jitter`` ms.
+
+The delay counts from when the chunk was read, not from when this toxic got
+to it, and the chunk's stamp moves forward by the delay: two stacked latency
+toxics add up (as in Toxiproxy). Order is kept: a chunk never overtakes the
+one before it. Jitter is drawn per chunk, as Toxiproxy does, from the
+stage's seeded random source, in whole ms in ``[-jitter, jitter)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import final
+
+from ._stage import Data, Stage, ms
+
+
+@final
+class Latency(Stage):
+    type_name = "latency"
+    attribute_names = ("latency", "jitter")
+
+    def configure(self, attributes: Mapping[str, int]) -> None:
+        self._latency = attributes.get("latency", 0)
+        self._jitter = attributes.get("jitter", 0)
+
+    def _delay_ms(self) -> int:
+        if self._jitter > 0:
+            return self._latency + self._rng.randrange(-self._jitter, self._jitter)
+        return self._latency
+
+    def on_data(self, chunk: Data, now: float) -> None:
+        stamp = chunk.stamp + ms(self._delay_ms())
+        self._release(Data(chunk.data, stamp), stamp)

@@ -1,0 +1,13 @@
+"""``noop``: passes everything through unchanged (Toxiproxy's placeholder toxic)."""
+
+from __future__ import annotations
+
+from typing import final
+
+from ._stage import Stage
+
+
+@final
+class Noop(Stage):
+    type_name = "noop"
+    attribute_names = ()

@@ -1,0 +1,58 @@
+"""``slicer``: cut each chunk into pieces of about ``average_size`` bytes.
+
+Piece sizes vary by up to ``size_variation`` bytes around the average and
+pieces leave ``delay`` us apart, which exposes parsers that assume one
+``recv`` returns one message. The cut points follow Toxiproxy's scheme: halve
+around the middle, shifted at random within the variation, until a piece is
+within the variation of the average.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping
+from typing import final
+
+from ._stage import Data, Stage
+
+
+@final
+class Slicer(Stage):
+    type_name = "slicer"
+    attribute_names = ("average_size", "size_variation", "delay")
+
+    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+        self._busy_until = float("-inf")
+        super().__init__(attributes, rng)
+
+    def configure(self, attributes: Mapping[str, int]) -> None:
+        self._average = attributes.get("average_size", 0)
+        self._variation = attributes.get("size_variation", 0)
+        self._delay = attributes.get("delay", 0) / 1_000_000
+
+    def cut_points(self, size: int) -> list[int]:
+        """Offsets that split ``size`` bytes into pieces: ``[0, a, b, ..., size]``."""
+        points = [0]
+        pending = [(0, size)]
+        rng, average, variation = self._rng, self._average, self._variation
+        while pending:
+            start, end = pending.pop()
+            if (end - start) - average <= variation:
+                points.append(end)
+                continue
+            shift = rng.randrange(-variation, variation) if variation > 0 else 0
+            middle = start + (end - start) // 2 + shift
+            # Right half is split after the left one: push it first.
+            pending.append((middle, end))
+            pending.append((start, middle))
+        return points
+
+    def on_data(self, chunk: Data, now: float) -> None:
+        points = self.cut_points(len(chunk.data))
+        at = max(now, self._busy_until)
+        data = chunk.data
+        for begin, end in itertools.pairwise(points):
+            self._release(Data(data[begin:end], chunk.stamp), at)
+            at += self._delay
+        self._busy_until = at

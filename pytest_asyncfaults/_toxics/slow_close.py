@@ -1,0 +1,24 @@
+"""``slow_close``: hold the end of the stream for ``delay`` ms.
+
+Data passes untouched; only the EOF (or the connection close) waits, as when
+a server lingers before closing its socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import final
+
+from ._stage import Marker, Stage, ms
+
+
+@final
+class SlowClose(Stage):
+    type_name = "slow_close"
+    attribute_names = ("delay",)
+
+    def configure(self, attributes: Mapping[str, int]) -> None:
+        self._delay = ms(attributes.get("delay", 0))
+
+    def on_end(self, event: Marker, now: float) -> None:
+        self._release(event, now + self._delay)

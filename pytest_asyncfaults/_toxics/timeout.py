@@ -1,0 +1,59 @@
+"""``timeout``: a blackhole. Data is dropped; the connection stays open.
+
+``timeout`` 0 holds the connection open for as long as the toxic stays.
+``timeout`` > 0 closes the connection once ``timeout`` ms pass without data
+arriving on this stream (each chunk dropped restarts the wait, exactly as
+Toxiproxy's loop does). Removing the toxic closes the connections it held:
+they lost data, so they cannot carry on (Toxiproxy's cleanup does the same).
+An EOF passes through and ends the wait.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import final
+
+from ._stage import CLOSE, Data, Event, Marker, Stage, ms
+
+
+@final
+class Timeout(Stage):
+    type_name = "timeout"
+    attribute_names = ("timeout",)
+
+    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+        self._close_at: float | None = None
+        super().__init__(attributes, rng)
+
+    def configure(self, attributes: Mapping[str, int]) -> None:
+        self._timeout = ms(attributes.get("timeout", 0))
+
+    def start(self, now: float) -> None:
+        self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        self._close_at = now + self._timeout if self._timeout > 0 else None
+
+    def on_data(self, chunk: Data, now: float) -> None:
+        self._arm(now)
+
+    def on_end(self, event: Marker, now: float) -> None:
+        self._close_at = None
+        self._release(event, now)
+
+    def poll(self, now: float) -> list[Event]:
+        if self._close_at is not None and now >= self._close_at:
+            self._close_at = None
+            self._ended = True
+            return [CLOSE]
+        return super().poll(now)
+
+    def deadline(self) -> float | None:
+        queued = super().deadline()
+        if self._close_at is None:
+            return queued
+        return self._close_at if queued is None else min(queued, self._close_at)
+
+    def cleanup(self, now: float) -> list[Event]:
+        return [] if self._ended else [CLOSE]

@@ -1,0 +1,120 @@
+"""Shared test parts: a started engine and real loopback peers in threads.
+
+The peers use blocking sockets in their own threads, so the engine (its own
+thread and loop) is exercised exactly as an app would use it: over TCP.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_asyncfaults import Engine
+
+IO_TIMEOUT = 10.0
+"""Every blocking socket in the tests gives up after this many seconds."""
+
+
+@dataclass
+class Peer:
+    """A loopback TCP server run by a thread; ``handler`` serves one connection."""
+
+    handler: Callable[[socket.socket], None]
+    sock: socket.socket = field(init=False)
+    threads: list[threading.Thread] = field(default_factory=list)
+    accepted: list[socket.socket] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._acceptor.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(IO_TIMEOUT)
+            self.accepted.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self.handler(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._acceptor.join(IO_TIMEOUT)
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+        for thread in self.threads:
+            thread.join(IO_TIMEOUT)
+
+
+def echo(conn: socket.socket) -> None:
+    """Send back everything; pass a half-close back as a half-close."""
+    while data := conn.recv(1 << 16):
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    with Engine(seed=1234) as running:
+        yield running
+
+
+@pytest.fixture
+def peer_factory() -> Iterator[Callable[[Callable[[socket.socket], None]], Peer]]:
+    peers: list[Peer] = []
+
+    def make(handler: Callable[[socket.socket], None]) -> Peer:
+        peer = Peer(handler)
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.close()
+
+
+@pytest.fixture
+def echo_server(peer_factory: Callable[[Callable[[socket.socket], None]], Peer]) -> Peer:
+    return peer_factory(echo)
+
+
+def connect(address: str, timeout: float = IO_TIMEOUT) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        data = sock.recv(size - len(chunks))
+        if not data:
+            break
+        chunks += data
+    return bytes(chunks)
