@@ -6,6 +6,7 @@ thread and loop) is exercised exactly as an app would use it: over TCP.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -118,3 +119,10 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
             break
         chunks += data
     return bytes(chunks)
+
+
+def expect_closed(sock: socket.socket, within: float = IO_TIMEOUT) -> None:
+    """The peer closed: EOF, or a reset where the close raced unread data."""
+    sock.settimeout(within)
+    with contextlib.suppress(ConnectionResetError):
+        assert sock.recv(100) == b""
