@@ -15,7 +15,6 @@ from ._engine import Engine
 from ._faults import EmbeddedBackend, Faults, Proxy
 
 
-
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
@@ -49,7 +48,9 @@ async def _timed(call: Callable[[], Awaitable[bytes]]) -> str:
         async with asyncio.timeout(0.5):
             data = await call()
     except TimeoutError:
-        return f"TimeoutError after {time.perf_counter() - started:.2f} s (the client's own timeout)"
+        return (
+            f"TimeoutError after {time.perf_counter() - started:.2f} s (the client's own timeout)"
+        )
     except OSError as exc:
         return f"{type(exc).__name__}: {exc.strerror or exc} after {_ms(started)}"
     return f"received {data!r} after {_ms(started)}"

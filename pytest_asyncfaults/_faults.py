@@ -119,24 +119,26 @@ async def run_to_completion(awaitable: Awaitable[T], bound: float = CLEANUP_TIME
     sees it; the work itself never sees it.
     """
     task = asyncio.ensure_future(awaitable)
+    current = asyncio.current_task()
     cancelled = False
     while True:
         try:
             result = await asyncio.wait_for(asyncio.shield(task), bound)
             break
         except asyncio.CancelledError:
+            if current is not None:
+                # Hold the request back (uncancel keeps asyncio.timeout's count
+                # right) and deliver it again once the work is done.
+                current.uncancel()
+            cancelled = True
             if task.done():
                 result = task.result()
-                cancelled = True
                 break
-            cancelled = True
         except TimeoutError:
             task.cancel()
             raise EngineError(f"clean-up did not finish within {bound} s") from None
-    if cancelled:
-        current = asyncio.current_task()
-        if current is not None:
-            current.cancel()
+    if cancelled and current is not None:
+        current.cancel()
         await asyncio.sleep(0)
     return result
 
