@@ -95,8 +95,7 @@ class Stage:
             self.on_data(event, now)
         elif event is RESET:
             self._ended = True
-            self._queue.clear()
-            self.holding = 0
+            self.discard()
             self._queue.append((now, RESET))
         else:
             self._ended = event is CLOSE or self._ended
@@ -104,6 +103,11 @@ class Stage:
 
     def on_data(self, chunk: Data, now: float) -> None:
         self._release(chunk, now)
+
+    def discard(self) -> None:
+        """A reset overtakes everything: drop what is held, forget pending timers."""
+        self._queue.clear()
+        self.holding = 0
 
     def on_end(self, event: Marker, now: float) -> None:
         """EOF or CLOSE from upstream: by default passed on after queued data."""

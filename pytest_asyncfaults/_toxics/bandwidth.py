@@ -51,6 +51,10 @@ class Bandwidth(Stage):
             return
         super().on_end(event, now)
 
+    def discard(self) -> None:
+        super().discard()
+        self._stalled = []
+
     def interrupt(self, now: float) -> list[Event]:
         out = super().interrupt(now)
         out.extend(self._stalled)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Stage, ms
+from ._stage import Data, Event, Stage, ms
 
 
 @final
@@ -32,3 +32,12 @@ class Latency(Stage):
     def on_data(self, chunk: Data, now: float) -> None:
         stamp = chunk.stamp + ms(self._delay_ms())
         self._release(Data(chunk.data, stamp), stamp)
+
+    def interrupt(self, now: float) -> list[Event]:
+        # What leaves early was delayed only until now, and its stamp must say
+        # so: else a latency toxic after this one would still wait out the rest
+        # of the delay of the toxic that went away.
+        return [
+            Data(event.data, min(event.stamp, now)) if isinstance(event, Data) else event
+            for event in super().interrupt(now)
+        ]

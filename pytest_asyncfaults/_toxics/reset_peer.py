@@ -37,6 +37,10 @@ class ResetPeer(Stage):
         self._trigger(now)
         self._ended = False  # still owes the reset; keep answering polls
 
+    def discard(self) -> None:
+        super().discard()
+        self._reset_at = None
+
     def poll(self, now: float) -> list[Event]:
         if self._reset_at is not None and now >= self._reset_at:
             self._reset_at = None
@@ -45,4 +49,7 @@ class ResetPeer(Stage):
         return super().poll(now)
 
     def deadline(self) -> float | None:
-        return self._reset_at
+        queued = super().deadline()
+        if self._reset_at is None:
+            return queued
+        return self._reset_at if queued is None else min(queued, self._reset_at)

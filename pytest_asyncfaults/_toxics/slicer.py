@@ -14,7 +14,7 @@ import random
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Stage
+from ._stage import Data, Event, Stage
 
 
 @final
@@ -56,3 +56,8 @@ class Slicer(Stage):
             self._release(Data(data[begin:end], chunk.stamp), at)
             at += self._delay
         self._busy_until = at
+
+    def interrupt(self, now: float) -> list[Event]:
+        out = super().interrupt(now)
+        self._busy_until = float("-inf")  # the pieces let go: no schedule left to wait for
+        return out

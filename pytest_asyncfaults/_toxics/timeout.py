@@ -24,30 +24,46 @@ class Timeout(Stage):
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._close_at: float | None = None
+        self._waiting_since: float | None = None  # None: not started, or the wait is over
         super().__init__(attributes, rng)
 
     def configure(self, attributes: Mapping[str, int]) -> None:
         self._timeout = ms(attributes.get("timeout", 0))
+        if self._waiting_since is not None:
+            self._arm(self._waiting_since)
 
     def start(self, now: float) -> None:
         self._arm(now)
 
     def _arm(self, now: float) -> None:
+        self._waiting_since = now
         self._close_at = now + self._timeout if self._timeout > 0 else None
 
     def on_data(self, chunk: Data, now: float) -> None:
         self._arm(now)
 
     def on_end(self, event: Marker, now: float) -> None:
-        self._close_at = None
+        self._waiting_since = self._close_at = None
         self._release(event, now)
 
     def poll(self, now: float) -> list[Event]:
         if self._close_at is not None and now >= self._close_at:
-            self._close_at = None
+            self._waiting_since = self._close_at = None
             self._ended = True
             return [CLOSE]
         return super().poll(now)
+
+    def discard(self) -> None:
+        super().discard()
+        self._waiting_since = self._close_at = None
+
+    def interrupt(self, now: float) -> list[Event]:
+        # An update restarts the wait from now, with the new timeout (Toxiproxy
+        # restarts the toxic's loop, and its timer with it).
+        out = super().interrupt(now)
+        if self._waiting_since is not None:
+            self._arm(now)
+        return out
 
     def deadline(self) -> float | None:
         queued = super().deadline()
