@@ -78,6 +78,8 @@ def test_passthrough_is_byte_exact_both_ways(
             seen_by_client.update(data)
             received += len(data)
         writer.join(IO_TIMEOUT * 6)
+    for thread in peer.threads:  # the server may still be reading our stream
+        thread.join(IO_TIMEOUT * 6)
     assert received == total
     assert seen_by_server.hexdigest() == sent_by_client.hexdigest()
     assert seen_by_client.hexdigest() == sent_by_server.hexdigest()
