@@ -1,0 +1,125 @@
+"""``asyncfaults serve`` as a child process that cannot outlive its parent.
+
+Process isolation is for apps whose loop holds the GIL for long stretches:
+the engine then keeps its own time in its own process. Two guards make sure
+the child never becomes an orphan, even when the parent is killed with
+SIGKILL: on Linux the kernel sends it SIGKILL when the parent dies
+(``PR_SET_PDEATHSIG``), and everywhere the child exits when its stdin (a
+pipe only the parent holds) reaches end of file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Final, final
+
+from ._exceptions import EngineError
+
+START_TIMEOUT: Final = 15.0
+STOP_TIMEOUT: Final = 5.0
+READY_LINE: Final = re.compile(r"asyncfaults serve: listening on (http://\S+)")
+"""What ``serve`` prints on its first line of stdout once it accepts requests."""
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@final
+@dataclass
+class ServeProcess:
+    """A running ``asyncfaults serve`` child: its URL and how to stop it."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        """Ask it to stop (stdin closed, then SIGTERM), kill it if it lingers (bounded)."""
+        process = self.process
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                assert process.stdin is not None
+                process.stdin.close()
+            try:
+                process.wait(STOP_TIMEOUT / 2)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(STOP_TIMEOUT / 2)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(STOP_TIMEOUT)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _read_ready_line(stdout: IO[str], deadline: float) -> str | None:
+    with selectors.DefaultSelector() as selector:
+        selector.register(stdout, selectors.EVENT_READ)
+        buffered = ""
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                continue
+            chunk = os.read(stdout.fileno(), 4096).decode()
+            if not chunk:
+                return None
+            buffered += chunk
+            match = READY_LINE.search(buffered)
+            if match:
+                return match[1]
+    return None
+
+
+def start_serve_process(
+    *, seed: int | None = None, host: str = "127.0.0.1", port: int = 0
+) -> ServeProcess:
+    """Start ``asyncfaults serve`` on a free loopback port and wait (bounded) until it serves."""
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_asyncfaults",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--exit-on-stdin-eof",
+    ]
+    if seed is not None:
+        command += ["--seed", str(seed)]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        close_fds=True,
+    )
+    assert process.stdout is not None
+    url = _read_ready_line(process.stdout, time.monotonic() + START_TIMEOUT)
+    if url is None:
+        child = ServeProcess("", process)
+        child.stop()
+        assert process.stderr is not None
+        error = process.stderr.read().strip() if process.stderr else ""
+        raise EngineError(
+            f"asyncfaults serve did not start within {START_TIMEOUT} s"
+            + (f": {error.splitlines()[-1]}" if error else "")
+        )
+    return ServeProcess(url, process)
