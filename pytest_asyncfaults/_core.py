@@ -527,32 +527,35 @@ class FaultCore:
             await proxy.start()
         return proxy.info()
 
-    def delete_proxy(self, name: str) -> None:
+    async def delete_proxy(self, name: str) -> None:
+        self._delete(name)
+
+    def _delete(self, name: str) -> None:
         proxy = self._proxy(name)
         for state in proxy.toxics.values():
             state.cancel_timers()
         proxy.stop()
         del self._proxies[name]
 
-    def proxy_info(self, name: str) -> ProxyInfo:
+    async def proxy_info(self, name: str) -> ProxyInfo:
         return self._proxy(name).info()
 
-    def proxies(self) -> dict[str, ProxyInfo]:
+    async def proxies(self) -> dict[str, ProxyInfo]:
         return {name: proxy.info() for name, proxy in self._proxies.items()}
 
-    def stats(self, name: str) -> ProxyStats:
+    async def stats(self, name: str) -> ProxyStats:
         return self._proxy(name).stats()
 
-    def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
+    async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
         return self._proxy(proxy).ordered_toxics()
 
-    def toxic(self, proxy: str, name: str) -> ToxicSpec:
+    async def toxic(self, proxy: str, name: str) -> ToxicSpec:
         return self._proxy(proxy).toxic(name).spec
 
-    def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
+    async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
         return self._proxy(proxy).add_toxic(spec)
 
-    def update_toxic(
+    async def update_toxic(
         self,
         proxy: str,
         name: str,
@@ -562,7 +565,7 @@ class FaultCore:
     ) -> ToxicSpec:
         return self._proxy(proxy).update_toxic(name, attributes, toxicity)
 
-    def remove_toxic(self, proxy: str, name: str) -> None:
+    async def remove_toxic(self, proxy: str, name: str) -> None:
         self._proxy(proxy).remove_toxic(name)
 
     async def reset(self) -> None:
@@ -573,5 +576,6 @@ class FaultCore:
                 await proxy.start()
 
     def close(self) -> None:
+        """Delete every proxy at once (the engine is stopping)."""
         for name in list(self._proxies):
-            self.delete_proxy(name)
+            self._delete(name)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ._engine import Engine
-from ._faults import EmbeddedBackend, Faults, Proxy
+from ._faults import Faults, Proxy
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -77,7 +77,7 @@ async def _median_rtt(host: str, port: int, count: int = 200) -> float:
 async def _tour(engine: Engine) -> None:
     server = await asyncio.start_server(_echo, "127.0.0.1", 0)
     service_port = server.sockets[0].getsockname()[1]
-    faults = Faults(EmbeddedBackend(engine))
+    faults = Faults(engine)
     try:
         proxy = await faults.create("service", f"127.0.0.1:{service_port}")
         await _steps(proxy, service_port)

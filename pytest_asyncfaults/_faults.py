@@ -6,110 +6,31 @@ or cancellation (a test's timeout). A fault that outlives its test would
 poison the next one, so removal runs to completion even while the task is
 being cancelled, then the cancellation goes on.
 
-The same code runs against any backend (the embedded engine here, a real
-Toxiproxy server through its HTTP API): the handle only speaks ``Backend``.
+The same code runs against any backend (the embedded engine, a real
+Toxiproxy server or ``asyncfaults serve`` through the HTTP API): the handle
+only speaks to a ``ProxyHost``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
-from typing import Final, Protocol, TypedDict, TypeVar, Unpack, final
+from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
-from ._engine import Engine
-from ._exceptions import EngineError, NotFoundError
-from ._spec import ToxicSpec, make_toxic
+from ._exceptions import AlreadyExistsError, EngineError, NotFoundError
+from ._host import ProxyHost
+from ._spec import ToxicSpec, check_name, make_toxic
 from ._stats import ProxyInfo, ProxyStats
 
+Host = ProxyHost[Any]
+
 T = TypeVar("T")
+P = ParamSpec("P")
 
 CLEANUP_TIMEOUT: Final = 10.0
 """Bound on removing a toxic or proxy on the way out of a block or a test."""
-
-
-class Backend(Protocol):
-    """What a ``Proxy`` handle needs from wherever the proxies live."""
-
-    async def create_proxy(
-        self, name: str, upstream: str, listen: str = ..., enabled: bool = ...
-    ) -> ProxyInfo: ...
-    async def update_proxy(
-        self,
-        name: str,
-        *,
-        upstream: str | None = None,
-        listen: str | None = None,
-        enabled: bool | None = None,
-    ) -> ProxyInfo: ...
-    async def delete_proxy(self, name: str) -> None: ...
-    async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec: ...
-    async def update_toxic(
-        self,
-        proxy: str,
-        name: str,
-        *,
-        attributes: Mapping[str, object] | None = None,
-        toxicity: float | None = None,
-    ) -> ToxicSpec: ...
-    async def remove_toxic(self, proxy: str, name: str) -> None: ...
-    async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]: ...
-    def stats(self, proxy: str) -> ProxyStats: ...
-
-
-@final
-class EmbeddedBackend:
-    """``Backend`` over an in-process ``Engine``: calls hop to its thread."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def create_proxy(
-        self, name: str, upstream: str, listen: str = "127.0.0.1:0", enabled: bool = True
-    ) -> ProxyInfo:
-        return await self.engine.acall(
-            self.engine.core.create_proxy, name, upstream, listen, enabled
-        )
-
-    async def update_proxy(
-        self,
-        name: str,
-        *,
-        upstream: str | None = None,
-        listen: str | None = None,
-        enabled: bool | None = None,
-    ) -> ProxyInfo:
-        return await self.engine.acall(
-            self.engine.core.update_proxy, name, upstream=upstream, listen=listen, enabled=enabled
-        )
-
-    async def delete_proxy(self, name: str) -> None:
-        await self.engine.acall(self.engine.core.delete_proxy, name)
-
-    async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
-        return await self.engine.acall(self.engine.core.add_toxic, proxy, spec)
-
-    async def update_toxic(
-        self,
-        proxy: str,
-        name: str,
-        *,
-        attributes: Mapping[str, object] | None = None,
-        toxicity: float | None = None,
-    ) -> ToxicSpec:
-        return await self.engine.acall(
-            self.engine.core.update_toxic, proxy, name, attributes=attributes, toxicity=toxicity
-        )
-
-    async def remove_toxic(self, proxy: str, name: str) -> None:
-        await self.engine.acall(self.engine.core.remove_toxic, proxy, name)
-
-    async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
-        return await self.engine.acall(self.engine.core.toxics, proxy)
-
-    def stats(self, proxy: str) -> ProxyStats:
-        return self.engine.stats(proxy)
 
 
 async def run_to_completion(awaitable: Awaitable[T], bound: float = CLEANUP_TIMEOUT) -> T:
@@ -177,7 +98,7 @@ class ToxicScope:
         return self._proxy.stats.toxics_hit.get(self.spec.name, 0)
 
     async def __aenter__(self) -> ToxicScope:
-        self.spec = await self._proxy.backend.add_toxic(self._proxy.name, self.spec)
+        self.spec = await self._proxy.call(self._proxy.backend.target.add_toxic, self.spec)
         self._added = True
         return self
 
@@ -194,11 +115,14 @@ class ToxicScope:
     async def _remove(self) -> None:
         # Already removed by hand, or its proxy is gone: nothing is left behind.
         with contextlib.suppress(NotFoundError):
-            await self._proxy.backend.remove_toxic(self._proxy.name, self.spec.name)
+            await self._proxy.call(self._proxy.backend.target.remove_toxic, self.spec.name)
 
     async def update(self, *, toxicity: float | None = None, **attributes: int) -> ToxicSpec:
-        self.spec = await self._proxy.backend.update_toxic(
-            self._proxy.name, self.spec.name, attributes=attributes or None, toxicity=toxicity
+        self.spec = await self._proxy.call(
+            self._proxy.backend.target.update_toxic,
+            self.spec.name,
+            attributes=attributes or None,
+            toxicity=toxicity,
         )
         return self.spec
 
@@ -235,15 +159,31 @@ class Proxy:
     ``start_after`` and ``duration`` (ms), and ``name``.
     """
 
-    def __init__(self, backend: Backend, info: ProxyInfo) -> None:
+    def __init__(self, backend: Host, info: ProxyInfo, alias: str | None = None) -> None:
         self.backend = backend
         self._info = info
+        self._alias = alias or info.name
 
     def __repr__(self) -> str:
         return f"<Proxy {self.name} {self.listen} -> {self.upstream}>"
 
+    async def call(
+        self,
+        fn: Callable[Concatenate[str, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run a host operation on this proxy (by its name on the server)."""
+        return await self.backend.acall(fn, self.server_name, *args, **kwargs)
+
     @property
     def name(self) -> str:
+        """The name the test knows it by (``faults[name]``)."""
+        return self._alias
+
+    @property
+    def server_name(self) -> str:
+        """The name on the server: prefixed to be unique on a shared Toxiproxy."""
         return self._info.name
 
     @property
@@ -270,17 +210,17 @@ class Proxy:
     @property
     def stats(self) -> ProxyStats:
         """Counters now: connections accepted/open/closed, bytes each way, toxics hit."""
-        return self.backend.stats(self.name)
+        return self.backend.stats(self.server_name)
 
     async def toxics(self) -> tuple[ToxicSpec, ...]:
-        return await self.backend.toxics(self.name)
+        return await self.call(self.backend.target.toxics)
 
     async def enable(self) -> None:
-        self._info = await self.backend.update_proxy(self.name, enabled=True)
+        self._info = await self.call(self.backend.target.update_proxy, enabled=True)
 
     async def disable(self) -> None:
         """Close the listener and every open connection: clients get connection refused."""
-        self._info = await self.backend.update_proxy(self.name, enabled=False)
+        self._info = await self.call(self.backend.target.update_proxy, enabled=False)
 
     def down(self) -> DownScope:
         return DownScope(self)
@@ -347,10 +287,14 @@ class Faults:
     ``aclose`` (the fixture does it at the end of the test).
     """
 
-    def __init__(self, backend: Backend, proxies: Mapping[str, Proxy] | None = None) -> None:
+    def __init__(
+        self, backend: Host, proxies: Mapping[str, Proxy] | None = None, *, prefix: str = ""
+    ) -> None:
         self.backend = backend
+        self.prefix = prefix
+        """Put before the names of proxies made here, so a shared server has no clashes."""
         self._proxies: dict[str, Proxy] = dict(proxies or {})
-        self._created: list[str] = []
+        self._created: list[Proxy] = []
 
     def __getitem__(self, name: str) -> Proxy:
         try:
@@ -375,16 +319,29 @@ class Faults:
 
     async def create(self, name: str, upstream: str, *, listen: str = "127.0.0.1:0") -> Proxy:
         """A new proxy to ``upstream`` (``host:port``), listening on a free loopback port."""
-        info = await self.backend.create_proxy(name, upstream, listen)
-        proxy = Proxy(self.backend, info)
+        check_name("name", name)
+        if name in self._proxies:
+            raise AlreadyExistsError(f"proxy {name!r} already exists in this test")
+        info = await self.backend.acall(
+            self.backend.target.create_proxy, self.prefix + name, upstream, listen
+        )
+        proxy = Proxy(self.backend, info, alias=name)
         self._proxies[name] = proxy
-        self._created.append(name)
+        self._created.append(proxy)
         return proxy
 
     async def aclose(self) -> None:
         """Delete the proxies this object created (bounded, cancellation-proof)."""
         while self._created:
-            name = self._created.pop()
-            self._proxies.pop(name, None)
+            proxy = self._created.pop()
+            self._proxies.pop(proxy.name, None)
             with contextlib.suppress(NotFoundError):
-                await run_to_completion(self.backend.delete_proxy(name))
+                await run_to_completion(proxy.call(self.backend.target.delete_proxy))
+
+    def close(self) -> None:
+        """``aclose`` for synchronous code (fixture teardown): blocks, bounded."""
+        while self._created:
+            proxy = self._created.pop()
+            self._proxies.pop(proxy.name, None)
+            with contextlib.suppress(NotFoundError):
+                self.backend.delete_proxy(proxy.server_name)

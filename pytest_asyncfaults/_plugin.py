@@ -1,21 +1,61 @@
 """pytest glue: options, ini keys, the report header and the ``faults`` fixture.
 
-Thin on purpose: everything here delegates to the engine and the user API,
-which work without pytest.
+Thin on purpose: everything here delegates to the hosts and the user API,
+which work without pytest. Where the proxies live is chosen once per run:
+
+- the embedded engine in a thread of the test process (the default);
+- the same engine as an ``asyncfaults serve`` child process
+  (``--asyncfaults-engine=process``), for apps that hold the GIL for long;
+- a Toxiproxy HTTP API the user runs (``--toxiproxy-url``, ``TOXIPROXY_URL``
+  or the ini key ``asyncfaults_toxiproxy_url``). That server may be shared,
+  so every proxy made here gets a name no other run or worker uses, and only
+  those proxies are ever changed or deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import pytest
 
 from ._engine import Engine
-from ._exceptions import InvalidError
-from ._faults import EmbeddedBackend, Faults, Proxy
+from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
+from ._faults import Faults, Proxy
+from ._host import ProxyHost
+from ._process import ServeProcess, start_serve_process
 from ._spec import check_name, parse_address
+from ._toxiproxy import ToxiproxyHost
 
-_ENGINE_KEY = pytest.StashKey[Engine]()
+ENGINE_MODES: Final = ("thread", "process")
+
+
+@dataclass
+class _Session:
+    """What the run shares: the host, its child process if any, declared proxies."""
+
+    host: ProxyHost[Any]
+    prefix: str = ""
+    child: ServeProcess | None = None
+    declared: dict[str, Proxy] = field(default_factory=dict)
+
+    def close(self) -> None:
+        try:
+            if self.prefix:  # a shared server: delete exactly what this run made
+                for proxy in self.declared.values():
+                    with contextlib.suppress(AsyncFaultsError):
+                        self.host.delete_proxy(proxy.server_name)
+            self.host.stop()
+        finally:
+            if self.child is not None:
+                self.child.stop()
+
+
+_SESSION_KEY = pytest.StashKey[_Session]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +71,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "asyncfaults_seed",
         "seed for every random fault decision (see --asyncfaults-seed)",
         default="",
+    )
+    group.addoption(
+        "--asyncfaults-engine",
+        dest="asyncfaults_engine",
+        default=None,
+        help="where the embedded engine runs: 'thread' (default) or 'process' "
+        "(an `asyncfaults serve` child, for apps that hold the GIL for long)",
+    )
+    parser.addini(
+        "asyncfaults_engine", "where the embedded engine runs: thread or process", default=""
+    )
+    group.addoption(
+        "--toxiproxy-url",
+        dest="toxiproxy_url",
+        default=None,
+        help="use the Toxiproxy HTTP API at this URL instead of the embedded engine "
+        "(also: TOXIPROXY_URL, ini asyncfaults_toxiproxy_url)",
+    )
+    parser.addini(
+        "asyncfaults_toxiproxy_url", "URL of a Toxiproxy server to use (see --toxiproxy-url)"
     )
     parser.addini(
         "asyncfaults_proxies",
@@ -50,6 +110,35 @@ def _seed(config: pytest.Config) -> int | None:
         raise pytest.UsageError(
             f"asyncfaults_seed={raw!r} is not valid: expected an integer"
         ) from None
+
+
+def _toxiproxy_url(config: pytest.Config) -> str | None:
+    url = (
+        config.getoption("toxiproxy_url")
+        or os.environ.get("TOXIPROXY_URL")
+        or config.getini("asyncfaults_toxiproxy_url")
+    )
+    if not url:
+        return None
+    if not str(url).startswith(("http://", "https://")):
+        raise pytest.UsageError(f"toxiproxy url={url!r} is not valid: expected http://host:port")
+    return str(url)
+
+
+def _engine_mode(config: pytest.Config) -> str:
+    mode = config.getoption("asyncfaults_engine") or config.getini("asyncfaults_engine")
+    if not mode:
+        return "thread"
+    if mode not in ENGINE_MODES:
+        raise pytest.UsageError(
+            f"asyncfaults_engine={mode!r} is not valid: expected one of {', '.join(ENGINE_MODES)}"
+        )
+    if _toxiproxy_url(config) is not None:
+        raise pytest.UsageError(
+            f"asyncfaults_engine={mode!r} and a Toxiproxy URL were both given: "
+            f"choose one (the URL already names where the proxies live)"
+        )
+    return str(mode)
 
 
 def _declared_proxies(config: pytest.Config) -> dict[str, str]:
@@ -73,56 +162,80 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "asyncfaults(**settings): per-test settings of pytest-asyncfaults"
     )
-    _seed(config)  # bad values are a usage error at start, not in a fixture
+    # Bad settings are a usage error at start, not an error in every fixture.
+    _seed(config)
+    _engine_mode(config)
     _declared_proxies(config)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    url = _toxiproxy_url(config)
+    if url is not None:
+        return f"asyncfaults: Toxiproxy server at {url}"
     seed = _seed(config)
     shown = "a fresh seed per run (shown when the engine starts)" if seed is None else seed
-    return f"asyncfaults: embedded fault engine, seed {shown}"
+    where = "in a child process" if _engine_mode(config) == "process" else "in process"
+    return f"asyncfaults: embedded fault engine {where}, seed {shown}"
 
 
-def _engine(config: pytest.Config) -> Engine:
-    engine = config.stash.get(_ENGINE_KEY, None)
-    if engine is None:
-        engine = Engine(seed=_seed(config)).start()
-        config.stash[_ENGINE_KEY] = engine
-    return engine
+def _start_session(config: pytest.Config) -> _Session:
+    url = _toxiproxy_url(config)
+    try:
+        if url is not None:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            prefix = f"af-{secrets.token_hex(4)}-{worker}-"
+            return _Session(ToxiproxyHost(url).start(), prefix=prefix)
+        if _engine_mode(config) == "process":
+            child = start_serve_process(seed=_seed(config))
+            try:
+                return _Session(ToxiproxyHost(child.url).start(), child=child)
+            except BaseException:
+                child.stop()
+                raise
+        return _Session(Engine(seed=_seed(config)).start())
+    except AsyncFaultsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _session(config: pytest.Config) -> _Session:
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is None:
+        session = _start_session(config)
+        config.stash[_SESSION_KEY] = session
+        for name, upstream in _declared_proxies(config).items():
+            info = session.host.create_proxy(session.prefix + name, upstream)
+            session.declared[name] = Proxy(session.host, info, alias=name)
+    return session
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    engine = config.stash.get(_ENGINE_KEY, None)
-    if engine is not None:
-        engine.stop()
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is not None:
+        del config.stash[_SESSION_KEY]
+        session.close()
 
 
 @pytest.fixture(scope="session")
-def asyncfaults_engine(pytestconfig: pytest.Config) -> Engine:
-    """The session's embedded fault engine (started on first use)."""
-    return _engine(pytestconfig)
+def asyncfaults_backend(pytestconfig: pytest.Config) -> ProxyHost[Any]:
+    """Where this run's proxies live: the embedded engine, or a Toxiproxy API's client."""
+    return _session(pytestconfig).host
 
 
 @pytest.fixture
-def faults(asyncfaults_engine: Engine, pytestconfig: pytest.Config) -> Iterator[Faults]:
+def faults(pytestconfig: pytest.Config) -> Iterator[Faults]:
     """The test's proxies: declared ones by name, plus any made with ``faults.create``.
 
     At the end of the test, proxies it created are deleted, and declared ones
     are left as they were found: enabled, with no toxic.
     """
-    engine = asyncfaults_engine
-    backend = EmbeddedBackend(engine)
-    existing = engine.proxies()
-    declared: dict[str, Proxy] = {}
-    for name, upstream in _declared_proxies(pytestconfig).items():
-        info = existing.get(name) or engine.create_proxy(name, upstream)
-        declared[name] = Proxy(backend, info)
-    before = set(engine.proxies())
-    faults = Faults(backend, declared)
-    yield faults
-    for name in set(engine.proxies()) - before:
-        engine.delete_proxy(name)
-    for name in declared:
-        for toxic in engine.toxics(name):
-            engine.remove_toxic(name, toxic.name)
-        engine.update_proxy(name, enabled=True)
+    session = _session(pytestconfig)
+    faults = Faults(session.host, session.declared, prefix=session.prefix)
+    try:
+        yield faults
+    finally:
+        faults.close()
+        for proxy in session.declared.values():
+            with contextlib.suppress(NotFoundError):
+                for toxic in session.host.toxics(proxy.server_name):
+                    session.host.remove_toxic(proxy.server_name, toxic.name)
+                session.host.update_proxy(proxy.server_name, enabled=True)

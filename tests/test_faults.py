@@ -10,7 +10,7 @@ import pytest_asyncio
 from conftest import Peer
 
 from pytest_asyncfaults import Engine, InvalidError, NotFoundError
-from pytest_asyncfaults._faults import EmbeddedBackend, Faults, Proxy
+from pytest_asyncfaults._faults import Faults, Proxy
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,7 +27,7 @@ async def echo_once(proxy: Proxy, payload: bytes = b"ping") -> bytes:
 
 @pytest_asyncio.fixture
 async def proxy(engine: Engine, echo_server: Peer) -> Proxy:
-    faults = Faults(EmbeddedBackend(engine))
+    faults = Faults(engine)
     return await faults.create("echo", echo_server.address)
 
 
@@ -131,7 +131,7 @@ async def test_bad_input_fails_before_the_block(proxy: Proxy) -> None:
 
 
 async def test_faults_lookup_and_cleanup(engine: Engine, echo_server: Peer) -> None:
-    faults = Faults(EmbeddedBackend(engine))
+    faults = Faults(engine)
     db = await faults.create("db", echo_server.address)
     assert faults["db"] is db
     assert faults.db is db

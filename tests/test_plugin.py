@@ -62,26 +62,26 @@ def test_faults_fixture_gives_declared_and_created_proxies(pytester: pytest.Pyte
             writer.close()
             return data
 
-        async def test_declared(faults, asyncfaults_engine):
+        async def test_declared(faults, asyncfaults_backend):
             assert faults.echo is faults["echo"]
             assert faults.echo.upstream == "127.0.0.1:9"
             await faults.echo.disable()  # left disabled on purpose: the fixture restores it
-            asyncfaults_engine.add_toxic(
-                "echo", __import__("pytest_asyncfaults").make_toxic("latency")
+            asyncfaults_backend.add_toxic(
+                faults.echo.server_name, __import__("pytest_asyncfaults").make_toxic("latency")
             )
 
-        async def test_declared_is_restored(faults, asyncfaults_engine):
-            assert asyncfaults_engine.proxy("echo").enabled
-            assert asyncfaults_engine.toxics("echo") == ()
+        async def test_declared_is_restored(faults, asyncfaults_backend):
+            assert asyncfaults_backend.proxy(faults.echo.server_name).enabled
+            assert asyncfaults_backend.toxics(faults.echo.server_name) == ()
 
-        async def test_created(faults, echo_upstream, asyncfaults_engine):
+        async def test_created(faults, echo_upstream, asyncfaults_backend):
             proxy = await faults.create("mine", f"127.0.0.1:{echo_upstream}")
             async with proxy.latency(50):
                 assert await roundtrip(proxy) == b"hi"
-            assert "mine" in asyncfaults_engine.proxies()
+            assert proxy.server_name in asyncfaults_backend.proxies()
 
-        def test_created_is_gone(asyncfaults_engine):
-            assert "mine" not in asyncfaults_engine.proxies()
+        def test_created_is_gone(asyncfaults_backend):
+            assert not [name for name in asyncfaults_backend.proxies() if name.endswith("mine")]
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
@@ -91,14 +91,14 @@ def test_faults_fixture_gives_declared_and_created_proxies(pytester: pytest.Pyte
 def test_header_shows_the_seed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("-p", "no:asyncio", "--asyncfaults-seed", "42")
-    result.stdout.fnmatch_lines(["asyncfaults: embedded fault engine, seed 42"])
+    result.stdout.fnmatch_lines(["asyncfaults: embedded fault engine in process, seed 42"])
     result.assert_outcomes(passed=1)
 
 
 def test_seed_from_ini_reaches_the_engine(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncfaults_seed = 7\n")
     pytester.makepyfile(
-        "def test_seed(asyncfaults_engine):\n    assert asyncfaults_engine.seed == 7\n"
+        "def test_seed(asyncfaults_backend):\n    assert asyncfaults_backend.seed == 7\n"
     )
     pytester.runpytest("-p", "no:asyncio").assert_outcomes(passed=1)
 
