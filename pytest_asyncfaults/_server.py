@@ -1,0 +1,740 @@
+"""``asyncfaults serve``: Toxiproxy's HTTP API over the embedded engine.
+
+Any Toxiproxy client (the Go, Ruby or Python ones, testcontainers, our own
+``Faults`` over HTTP) can drive the engine as if it were Toxiproxy 2.12: same
+endpoints, status codes, JSON shapes, defaults and ``{"error", "status"}``
+bodies. The API and the proxies share ONE event loop, made by
+``_loop.new_event_loop`` so toxic timers keep their word; handlers call the
+``FaultCore`` directly, with no thread hop, which keeps adding and removing a
+toxic over HTTP as cheap as Toxiproxy makes it.
+
+Where we differ from Toxiproxy it is on purpose, to be stricter or clearer:
+bad input is refused with a message naming the field, the value and what is
+allowed (Toxiproxy often accepts it, or answers with a Go decoder error), and
+nothing a client sends can produce a 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import fields
+from ipaddress import ip_address
+from typing import Any, Final, final
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import __version__
+from ._config import ProxyConfig, load_proxy_config
+from ._core import FaultCore
+from ._exceptions import (
+    AlreadyExistsError,
+    AsyncFaultsError,
+    InvalidError,
+    ListenError,
+    NotFoundError,
+)
+from ._loop import new_event_loop
+from ._spec import (
+    ConnectionSelector,
+    ToxicSpec,
+    check_name,
+    check_stream,
+    check_toxicity,
+    check_type,
+    format_address,
+    make_toxic,
+    parse_address,
+)
+from ._stats import ProxyInfo
+from ._toxics import TOXIC_TYPES
+
+TOXIPROXY_VERSION: Final = "2.12.0"
+"""The Toxiproxy release whose API this server speaks (``GET /version``)."""
+DEFAULT_LISTEN: Final = "127.0.0.1:0"
+"""Where a proxy listens when the client does not say: loopback, a free port."""
+DEFAULT_PORT: Final = 8474
+SHUTDOWN_GRACE: Final = 2
+"""Seconds open API connections get to finish when the server stops."""
+
+_INT64: Final = (-(2**63), 2**63 - 1)
+_PROG: Final = "asyncfaults serve"
+
+logger = logging.getLogger("pytest_asyncfaults.serve")
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+def _status(exc: AsyncFaultsError) -> int:
+    """Toxiproxy's status for each branch of our exception tree."""
+    if isinstance(exc, InvalidError):
+        return 400
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, AlreadyExistsError):
+        return 409
+    return 500  # ListenError, EngineError: Toxiproxy answers 500 for a failed listen too
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status, headers=headers)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(endpoint: Endpoint, lock: asyncio.Lock) -> Endpoint:
+    """One request at a time, and every failure as a JSON error body.
+
+    The lock keeps a request that awaits (a proxy binding its port) from
+    interleaving with another that changes the same proxy, as Toxiproxy's
+    mutexes do. Anything unexpected is logged with its traceback on stderr and
+    answered with a plain 500, never with the traceback.
+    """
+
+    @functools.wraps(endpoint)
+    async def run(request: Request) -> Response:
+        try:
+            await request.body()  # read (and cached) outside the lock: a slow client holds nothing
+        except Exception:  # the client went away mid-body
+            return _error(400, "bad request body: it could not be read")
+        async with lock:
+            try:
+                return await endpoint(request)
+            except AsyncFaultsError as exc:
+                return _error(_status(exc), str(exc))
+            except Exception:
+                logger.exception("internal error in %s %s", request.method, request.url.path)
+                return _error(500, "internal error: the server's log (stderr) has the details")
+
+    return run
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods get a JSON body too, not Starlette's text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return _error(exc.status_code, message, headers=exc.headers)
+
+
+@final
+class _RefuseBrowsers:
+    """Toxiproxy's guard: a web page must not drive a local fault proxy (CSRF)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"user-agent" and value.startswith(b"Mozilla/"):
+                    response = PlainTextResponse("User agent not allowed\n", status_code=403)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+# -- request bodies -------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_int_range(value: object) -> None:
+    """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
+            raise InvalidError(
+                f"{path or 'body'}={item} is not valid: out of range for a 64-bit integer"
+            )
+
+
+async def _read_json(request: Request) -> object:
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidError("bad request body: it is empty, expected JSON")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidError(
+            f"bad request body: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidError(f"bad request body: not valid JSON: {exc}") from None
+    _check_int_range(value)
+    return value
+
+
+async def _read_object(request: Request, shape: str) -> dict[str, object]:
+    value = await _read_json(request)
+    if not isinstance(value, dict):
+        raise InvalidError(f"bad request body: expected a JSON object {shape}")
+    return value
+
+
+def _missing(value: object) -> bool:
+    """JSON null and an absent key mean the same, as in Toxiproxy's Go decoder."""
+    return value is None
+
+
+def _address(field_name: str, value: object) -> str:
+    parse_address(field_name, value)
+    assert isinstance(value, str)
+    return value
+
+
+def _enabled(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidError(f"enabled={value!r} is not valid: expected true or false")
+    return value
+
+
+def _milliseconds(field_name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidError(
+            f"{field_name}={value!r} is not valid: expected an integer >= 0 (milliseconds)"
+        )
+    return value
+
+
+def _attributes(toxic_type: str, value: object) -> dict[str, object] | None:
+    if _missing(value):
+        return None
+    if not isinstance(value, dict):
+        names = ", ".join(TOXIC_TYPES[toxic_type].attribute_names) or "no attributes"
+        raise InvalidError(
+            f"attributes={value!r} is not valid: expected a JSON object; {toxic_type} takes {names}"
+        )
+    return value
+
+
+_PROXY_SHAPE: Final = '{"name", "upstream", "listen"?, "enabled"?}'
+
+
+def _new_proxy(body: dict[str, object], where: str = "") -> tuple[str, str, str, bool]:
+    """Name, upstream, listen, enabled of a proxy to create, with Toxiproxy's defaults."""
+    for key in ("name", "upstream"):
+        if _missing(body.get(key)) or body.get(key) == "":
+            raise InvalidError(f"missing required field: {key}{where}")
+    name = check_name("name", body["name"])
+    upstream = _address("upstream", body["upstream"])
+    listen_value = body.get("listen")
+    listen = DEFAULT_LISTEN if _missing(listen_value) else _address("listen", listen_value)
+    enabled_value = body.get("enabled")
+    enabled = True if _missing(enabled_value) else _enabled(enabled_value)
+    return name, upstream, listen, enabled
+
+
+# -- the API --------------------------------------------------------------------------------
+
+
+@final
+class _Api:
+    """The endpoints, bound to one core; all run on the core's loop."""
+
+    def __init__(self, core: FaultCore) -> None:
+        self.core = core
+
+    async def version(self, request: Request) -> Response:
+        # A client that parses the version sees Toxiproxy's; ours is alongside.
+        return JSONResponse({"version": TOXIPROXY_VERSION, "asyncfaults": __version__})
+
+    async def reset(self, request: Request) -> Response:
+        await self.core.reset()
+        return Response(status_code=204)
+
+    async def proxy_index(self, request: Request) -> Response:
+        proxies = await self.core.proxies()
+        return JSONResponse({name: info.to_json() for name, info in proxies.items()})
+
+    async def proxy_create(self, request: Request) -> Response:
+        body = await _read_object(request, _PROXY_SHAPE)
+        name, upstream, listen, enabled = _new_proxy(body)
+        info = await self.core.create_proxy(name, upstream, listen, enabled)
+        return JSONResponse(info.to_json(), status_code=201)
+
+    async def populate(self, request: Request) -> Response:
+        """Create or replace many proxies; identical ones are kept as they are.
+
+        Every entry is checked before anything changes. A proxy that then fails
+        to listen ends the request with Toxiproxy's error body, plus the
+        proxies already applied under ``proxies``.
+        """
+        body = await _read_json(request)
+        if not isinstance(body, list):
+            raise InvalidError(f"bad request body: expected a JSON array of {_PROXY_SHAPE}")
+        wanted: list[tuple[str, str, str, bool]] = []
+        seen: dict[str, int] = {}
+        for number, entry in enumerate(body, 1):
+            where = f" at proxy {number}"
+            if not isinstance(entry, dict):
+                raise InvalidError(
+                    f"bad request body: expected a JSON object {_PROXY_SHAPE}{where}"
+                )
+            try:
+                proxy = _new_proxy(entry, where)
+            except InvalidError as exc:
+                if str(exc).startswith("missing required field"):
+                    raise
+                raise InvalidError(f"proxy {number}: {exc}") from None
+            if proxy[0] in seen:
+                raise InvalidError(
+                    f"proxy {number}: name={proxy[0]!r} is not valid: "
+                    f"proxy {seen[proxy[0]]} of this request has the same name"
+                )
+            seen[proxy[0]] = number
+            wanted.append(proxy)
+        applied: list[ProxyInfo] = []
+        for name, upstream, listen, enabled in wanted:
+            existing = (await self.core.proxies()).get(name)
+            if existing is not None:
+                if _same_addresses(existing, listen, upstream):
+                    applied.append(existing)
+                    continue
+                await self.core.delete_proxy(name)
+            try:
+                applied.append(await self.core.create_proxy(name, upstream, listen, enabled))
+            except AsyncFaultsError as exc:
+                status = _status(exc)
+                return JSONResponse(
+                    {
+                        "error": str(exc),
+                        "status": status,
+                        "proxies": [info.to_json() for info in applied],
+                    },
+                    status_code=status,
+                )
+        return JSONResponse({"proxies": [info.to_json() for info in applied]}, status_code=201)
+
+    async def proxy_show(self, request: Request) -> Response:
+        info = await self.core.proxy_info(request.path_params["proxy"])
+        return JSONResponse(info.to_json())
+
+    async def proxy_update(self, request: Request) -> Response:
+        """Change listen, upstream or enabled; what the body leaves out stays."""
+        name = request.path_params["proxy"]
+        await self.core.proxy_info(name)  # 404 before looking at the body, as Toxiproxy
+        body = await _read_object(request, '{"listen"?, "upstream"?, "enabled"?}')
+        listen, upstream, enabled = body.get("listen"), body.get("upstream"), body.get("enabled")
+        info = await self.core.update_proxy(
+            name,
+            listen=None if _missing(listen) else _address("listen", listen),
+            upstream=None if _missing(upstream) else _address("upstream", upstream),
+            enabled=None if _missing(enabled) else _enabled(enabled),
+        )
+        return JSONResponse(info.to_json())
+
+    async def proxy_delete(self, request: Request) -> Response:
+        await self.core.delete_proxy(request.path_params["proxy"])
+        return Response(status_code=204)
+
+    async def proxy_stats(self, request: Request) -> Response:
+        """Our extension: the proxy's counters, for tests that assert on traffic."""
+        stats = await self.core.stats(request.path_params["proxy"])
+        out: dict[str, Any] = {field.name: getattr(stats, field.name) for field in fields(stats)}
+        out["toxics_hit"] = dict(stats.toxics_hit)
+        return JSONResponse(out)
+
+    async def toxic_index(self, request: Request) -> Response:
+        toxics = await self.core.toxics(request.path_params["proxy"])
+        return JSONResponse([spec.to_json() for spec in toxics])
+
+    async def toxic_create(self, request: Request) -> Response:
+        """Add a toxic; 200 (not 201) with the toxic, as Toxiproxy answers.
+
+        Checked in Toxiproxy's order (stream, type, name taken, then the
+        rest), so a client sees the same status for the same mistake.
+        """
+        proxy = request.path_params["proxy"]
+        existing = await self.core.toxics(proxy)  # 404 first
+        body = await _read_object(
+            request, '{"type", "name"?, "stream"?, "toxicity"?, "attributes"?}'
+        )
+        stream_value = body.get("stream")
+        stream = "downstream" if _missing(stream_value) else check_stream(stream_value)
+        type_value = body.get("type")
+        if _missing(type_value) or type_value == "":
+            raise InvalidError(f"missing required field: type (one of {', '.join(TOXIC_TYPES)})")
+        toxic_type = check_type(type_value)
+        name_value = body.get("name")
+        name = (
+            f"{toxic_type}_{stream}"
+            if _missing(name_value) or name_value == ""
+            else check_name("name", name_value)
+        )
+        if any(spec.name == name for spec in existing):
+            raise AlreadyExistsError(f"toxic {name!r} already exists on proxy {proxy!r}")
+        toxicity = body.get("toxicity")
+        start_after = body.get("start_after")
+        duration = body.get("duration")
+        spec = make_toxic(
+            toxic_type,
+            name=name,
+            stream=stream,
+            toxicity=1.0 if _missing(toxicity) else check_toxicity(toxicity),
+            attributes=_attributes(toxic_type, body.get("attributes")),
+            connections=body.get("connections"),
+            start_after=0 if _missing(start_after) else _milliseconds("start_after", start_after),
+            duration=None if _missing(duration) else _milliseconds("duration", duration),
+        )
+        added = await self.core.add_toxic(proxy, spec)
+        return JSONResponse(added.to_json())
+
+    async def toxic_show(self, request: Request) -> Response:
+        params = request.path_params
+        spec = await self.core.toxic(params["proxy"], params["toxic"])
+        return JSONResponse(spec.to_json())
+
+    async def toxic_update(self, request: Request) -> Response:
+        """Merge attributes and toxicity; name, type and stream stay as they are.
+
+        Toxiproxy ignores the other fields of the body. We do too, except for
+        our own ``connections``, ``start_after`` and ``duration``: the engine
+        cannot change those on a live toxic, and silently keeping the old
+        value would fake a fault the client did not get.
+        """
+        params = request.path_params
+        current = await self.core.toxic(params["proxy"], params["toxic"])  # 404 first
+        body = await _read_object(request, '{"attributes"?, "toxicity"?}')
+        _refuse_fixed_changes(current, body)
+        toxicity = body.get("toxicity")
+        spec = await self.core.update_toxic(
+            params["proxy"],
+            params["toxic"],
+            attributes=_attributes(current.type, body.get("attributes")),
+            toxicity=None if _missing(toxicity) else check_toxicity(toxicity),
+        )
+        return JSONResponse(spec.to_json())
+
+    async def toxic_delete(self, request: Request) -> Response:
+        params = request.path_params
+        await self.core.remove_toxic(params["proxy"], params["toxic"])
+        return Response(status_code=204)
+
+
+def _same_addresses(existing: ProxyInfo, listen: str, upstream: str) -> bool:
+    """Toxiproxy's test for "identical" in populate: same listen and upstream.
+
+    ``existing.listen`` holds the port actually bound, so a request for port 0
+    never matches and the proxy is replaced, as in Toxiproxy.
+    """
+    return parse_address("listen", existing.listen) == parse_address(
+        "listen", listen
+    ) and parse_address("upstream", existing.upstream) == parse_address("upstream", upstream)
+
+
+def _refuse_fixed_changes(current: ToxicSpec, body: Mapping[str, object]) -> None:
+    for key, now in (
+        ("connections", None if current.connections is None else str(current.connections)),
+        ("start_after", current.start_after),
+        ("duration", current.duration),
+    ):
+        if key not in body:
+            continue
+        value = body[key]
+        if key == "connections":
+            wanted: object = None if value is None else str(ConnectionSelector.parse(value))
+        elif key == "start_after":
+            wanted = 0 if value is None else value
+        else:
+            wanted = value
+        if wanted != now or isinstance(value, bool):
+            raise InvalidError(
+                f"{key}={value!r} is not valid here: {key} cannot be changed on an existing "
+                f"toxic (it is {now!r}); remove the toxic and add it again"
+            )
+
+
+def toxiproxy_api(core: FaultCore) -> Starlette:
+    """Toxiproxy 2.12's HTTP API over ``core``; serve it on the core's loop."""
+    api = _Api(core)
+    lock = asyncio.Lock()
+
+    def route(path: str, **by_method: Endpoint) -> Route:
+        """One route per path, so a wrong method's 405 lists every allowed one."""
+        guarded = {method: _guarded(endpoint, lock) for method, endpoint in by_method.items()}
+        if "GET" in guarded:
+            guarded["HEAD"] = guarded["GET"]
+
+        async def dispatch(request: Request) -> Response:
+            return await guarded[request.method](request)
+
+        return Route(path, dispatch, methods=list(guarded))
+
+    proxy, toxic = "/proxies/{proxy}", "/proxies/{proxy}/toxics/{toxic}"
+    app = Starlette(
+        routes=[
+            route("/version", GET=api.version),
+            route("/reset", POST=api.reset),
+            route("/proxies", GET=api.proxy_index, POST=api.proxy_create),
+            route("/populate", POST=api.populate),
+            route(
+                proxy,
+                GET=api.proxy_show,
+                POST=api.proxy_update,
+                PATCH=api.proxy_update,
+                DELETE=api.proxy_delete,
+            ),
+            route(f"{proxy}/stats", GET=api.proxy_stats),
+            route(f"{proxy}/toxics", GET=api.toxic_index, POST=api.toxic_create),
+            route(
+                toxic,
+                GET=api.toxic_show,
+                POST=api.toxic_update,
+                PATCH=api.toxic_update,
+                DELETE=api.toxic_delete,
+            ),
+        ],
+        middleware=[Middleware(_RefuseBrowsers)],
+        exception_handlers={HTTPException: _http_error},
+    )
+    # As Toxiproxy's router: "/proxies/" is not "/proxies" (no redirect to follow).
+    app.router.redirect_slashes = False
+    return app
+
+
+# -- asyncfaults serve ------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    """One line on stderr: stdout carries only the ready line."""
+    print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve anywhere
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before the loop starts, for a clean error."""
+    host = host.strip("[]")
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+@final
+class _UvicornServer(uvicorn.Server):
+    """uvicorn, minus its own signal handling, announcing when it serves.
+
+    ``uvicorn.Server.serve`` re-raises a captured SIGTERM once it has shut
+    down, so the process would die by the signal instead of exiting 0 with
+    its proxies closed; the signals are ours to handle instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting for open requests
+        self.should_exit = True
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None]) -> Callable[[], None]:
+    """Call ``on_eof`` when stdin reaches end of file; return how to stop watching.
+
+    The parent holds the other end of the pipe: when it dies, however it dies,
+    the pipe closes and we exit instead of becoming an orphan.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        loop.call_soon(on_eof)  # no stdin at all: it is at its end already
+        return lambda: None
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            on_eof()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):
+        # Not pollable (a regular file, /dev/null): reading it cannot block for long.
+        with contextlib.suppress(OSError):
+            while os.read(fd, 65536):
+                pass
+        loop.call_soon(on_eof)
+        return lambda: None
+
+    def stop() -> None:
+        loop.remove_reader(fd)
+
+    return stop
+
+
+async def _serve(
+    sock: socket.socket,
+    *,
+    seed: int,
+    proxies: list[ProxyConfig],
+    config_path: str | None,
+    exit_on_stdin_eof: bool,
+) -> int:
+    loop = asyncio.get_running_loop()
+    core = FaultCore(loop, seed)
+    try:
+        for number, entry in enumerate(proxies, 1):
+            try:
+                await core.create_proxy(entry.name, entry.upstream, entry.listen, entry.enabled)
+            except ListenError as exc:
+                sock.close()
+                _say(f"{config_path}: entry {number} ({entry.name!r}): {exc}")
+                return 1
+        host, port = sock.getsockname()[:2]
+        ready = f"{_PROG}: listening on http://{format_address(host, port)} (seed {seed})"
+
+        def announce() -> None:
+            with contextlib.suppress(OSError):
+                print(ready, flush=True)
+
+        config = uvicorn.Config(
+            toxiproxy_api(core),
+            http="h11",
+            ws="none",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        )
+        server = _UvicornServer(config, announce)
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, server.request_exit)
+        stop_watching = (
+            _watch_stdin(loop, server.request_exit) if exit_on_stdin_eof else (lambda: None)
+        )
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            stop_watching()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        return 0
+    finally:
+        sock.close()
+        core.close()
+        await asyncio.sleep(0)  # let the aborted connections run their callbacks
+
+
+def run_serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    config: str | None = None,
+    seed: int | None = None,
+    allow_remote: bool = False,
+    exit_on_stdin_eof: bool = False,
+) -> int:
+    """``asyncfaults serve``; returns the exit status (0 stopped, 1 cannot listen, 2 usage).
+
+    Prints one ready line on stdout once it accepts requests; every other
+    word goes to stderr, so a parent can wait for that line alone.
+    """
+    if not allow_remote and not _is_loopback(host):
+        _say(
+            f"refusing to serve on {host!r}: not a loopback address, and the API lets anyone "
+            f"who reaches it open proxies and cut connections; use --allow-remote to serve "
+            f"on it anyway"
+        )
+        return 2
+    proxies: list[ProxyConfig] = []
+    if config is not None:
+        try:
+            proxies = load_proxy_config(config)
+        except InvalidError as exc:
+            _say(str(exc))
+            return 2
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _say(f"cannot listen on {format_address(host.strip('[]'), port)}: {reason or exc}")
+        return 1
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=logging.WARNING,
+            format=f"{_PROG}: %(levelname)s %(name)s: %(message)s",
+        )
+    chosen_seed = secrets.randbits(32) if seed is None else seed
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(
+                _serve(
+                    sock,
+                    seed=chosen_seed,
+                    proxies=proxies,
+                    config_path=config,
+                    exit_on_stdin_eof=exit_on_stdin_eof,
+                )
+            )
+    except KeyboardInterrupt:
+        # Ctrl+C before our handler was in place: the proxies are closed already.
+        return 0
+    finally:
+        sock.close()
