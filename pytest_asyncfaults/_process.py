@@ -18,6 +18,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import IO, Final, final
@@ -41,10 +42,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 @final
 @dataclass
 class ServeProcess:
-    """A running ``asyncfaults serve`` child: its URL and how to stop it."""
+    """A running ``asyncfaults serve`` child: its URL and how to stop it.
+
+    Its stderr goes to a temporary file, never a pipe: a pipe nobody reads
+    would fill up and block the child's loop, and every proxy with it.
+    """
 
     url: str
     process: subprocess.Popen[str]
+    stderr: IO[bytes]
+
+    def errors(self) -> str:
+        """What the child wrote on stderr so far."""
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
 
     def stop(self) -> None:
         """Ask it to stop (stdin closed, then SIGTERM), kill it if it lingers (bounded)."""
@@ -62,7 +73,7 @@ class ServeProcess:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(STOP_TIMEOUT)
-        for stream in (process.stdin, process.stdout, process.stderr):
+        for stream in (process.stdin, process.stdout, self.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
@@ -102,24 +113,25 @@ def start_serve_process(
     ]
     if seed is not None:
         command += ["--seed", str(seed)]
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 - owned by the ServeProcess
     process = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         close_fds=True,
     )
+    child = ServeProcess("", process, stderr)
     assert process.stdout is not None
     url = _read_ready_line(process.stdout, time.monotonic() + START_TIMEOUT)
     if url is None:
-        child = ServeProcess("", process)
         child.stop()
-        assert process.stderr is not None
-        error = process.stderr.read().strip() if process.stderr else ""
+        error = child.errors().strip()
         raise EngineError(
             f"asyncfaults serve did not start within {START_TIMEOUT} s"
             + (f": {error.splitlines()[-1]}" if error else "")
         )
-    return ServeProcess(url, process)
+    child.url = url
+    return child
