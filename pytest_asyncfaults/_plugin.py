@@ -166,6 +166,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _seed(config)
     _engine_mode(config)
     _declared_proxies(config)
+    if _toxiproxy_url(config) is not None:
+        # A server named by the user is checked now: if it is down, the run
+        # stops at once with one message instead of erroring in every test.
+        _session(config)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

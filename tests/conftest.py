@@ -80,6 +80,20 @@ def echo(conn: socket.socket) -> None:
 
 
 @pytest.fixture
+def backend_args(pytestconfig: pytest.Config) -> list[str]:
+    """This run's backend options, for the pytest runs that tests start (pytester)."""
+    args = []
+    for option, dest in (
+        ("--asyncfaults-engine", "asyncfaults_engine"),
+        ("--toxiproxy-url", "toxiproxy_url"),
+    ):
+        value = pytestconfig.getoption(dest)
+        if value:
+            args += [option, str(value)]
+    return args
+
+
+@pytest.fixture
 def engine() -> Iterator[Engine]:
     with Engine(seed=1234) as running:
         yield running

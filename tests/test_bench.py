@@ -28,3 +28,18 @@ def test_proxy_bench_quick_run_reports_every_figure() -> None:
         "engine_throughput_mb_s",
         "latency_error_p50_ms",
     }
+
+
+def test_control_bench_quick_run_compares_both_paths() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "control.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    for path in ("in_process", "http_serve"):
+        assert report[path]["add_remove_p50_ms"] > 0
+        assert report[path]["add_remove_p99_ms"] >= report[path]["add_remove_p50_ms"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from conftest import Peer
 
-from pytest_asyncfaults import Engine, InvalidError, NotFoundError
+from pytest_asyncfaults import InvalidError, NotFoundError
 from pytest_asyncfaults._faults import Faults, Proxy
+from pytest_asyncfaults._host import ProxyHost
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.plugin]
 
 
 async def echo_once(proxy: Proxy, payload: bytes = b"ping") -> bytes:
@@ -26,8 +28,7 @@ async def echo_once(proxy: Proxy, payload: bytes = b"ping") -> bytes:
 
 
 @pytest_asyncio.fixture
-async def proxy(engine: Engine, echo_server: Peer) -> Proxy:
-    faults = Faults(engine)
+async def proxy(faults: Faults, echo_server: Peer) -> Proxy:
     return await faults.create("echo", echo_server.address)
 
 
@@ -130,8 +131,10 @@ async def test_bad_input_fails_before_the_block(proxy: Proxy) -> None:
     assert await proxy.toxics() == ()
 
 
-async def test_faults_lookup_and_cleanup(engine: Engine, echo_server: Peer) -> None:
-    faults = Faults(engine)
+async def test_faults_lookup_and_cleanup(
+    asyncfaults_backend: ProxyHost[Any], echo_server: Peer
+) -> None:
+    faults = Faults(asyncfaults_backend, prefix="lookup-")
     db = await faults.create("db", echo_server.address)
     assert faults["db"] is db
     assert faults.db is db
@@ -140,5 +143,6 @@ async def test_faults_lookup_and_cleanup(engine: Engine, echo_server: Peer) -> N
         faults["smtp"]
     with pytest.raises(NotFoundError):
         faults.smtp  # noqa: B018
+    assert "lookup-db" in asyncfaults_backend.proxies()
     await faults.aclose()
-    assert engine.proxies() == {}
+    assert "lookup-db" not in asyncfaults_backend.proxies()

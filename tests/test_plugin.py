@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.plugin
 
 ECHO_CONFTEST = """
 import socket, threading
@@ -39,7 +40,9 @@ def echo_upstream():
 """
 
 
-def test_faults_fixture_gives_declared_and_created_proxies(pytester: pytest.Pytester) -> None:
+def test_faults_fixture_gives_declared_and_created_proxies(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
     pytester.makeconftest(ECHO_CONFTEST)
     pytester.makeini(
         """
@@ -84,7 +87,7 @@ def test_faults_fixture_gives_declared_and_created_proxies(pytester: pytest.Pyte
             assert not [name for name in asyncfaults_backend.proxies() if name.endswith("mine")]
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", *backend_args)
     result.assert_outcomes(passed=4)
 
 
