@@ -91,14 +91,18 @@ def test_faults_fixture_gives_declared_and_created_proxies(
     result.assert_outcomes(passed=4)
 
 
-def test_header_shows_the_seed(pytester: pytest.Pytester) -> None:
+def test_header_shows_the_seed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOXIPROXY_URL", raising=False)
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("-p", "no:asyncio", "--asyncfaults-seed", "42")
     result.stdout.fnmatch_lines(["asyncfaults: embedded fault engine in process, seed 42"])
     result.assert_outcomes(passed=1)
 
 
-def test_seed_from_ini_reaches_the_engine(pytester: pytest.Pytester) -> None:
+def test_seed_from_ini_reaches_the_engine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TOXIPROXY_URL", raising=False)
     pytester.makeini("[pytest]\nasyncfaults_seed = 7\n")
     pytester.makepyfile(
         "def test_seed(asyncfaults_backend):\n    assert asyncfaults_backend.seed == 7\n"

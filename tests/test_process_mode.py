@@ -14,6 +14,13 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+
+@pytest.fixture(autouse=True)
+def _embedded_engine_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These runs choose their backend themselves, whatever this run was given."""
+    monkeypatch.delenv("TOXIPROXY_URL", raising=False)
+
+
 SLEEPER = textwrap.dedent(
     """
     import time
