@@ -1,0 +1,330 @@
+"""An httpx transport that serves an ASGI app in process the way uvicorn does.
+
+``httpx.ASGITransport`` awaits the whole ASGI call before it returns, so a
+Starlette ``BackgroundTasks`` job that hangs hangs the test's ``client.post()``,
+and one that raises raises into the test. Under uvicorn the client has its
+answer as soon as the body is sent, the rest of the ASGI call runs on as a
+task nobody awaits, and its exception only reaches the ``uvicorn.error`` log.
+Tests that look for background work which hangs or fails silently must see the
+app as production sees it, so this transport does what uvicorn's h11 protocol
+does: the ASGI call is its own task, the response is handed to the client as
+soon as it starts, its body streams as the app sends it, and whatever the call
+does after that is reported (``RequestInfo``, the log) but never waited for or
+raised into the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import http
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._context import RequestInfo, current_request, current_role
+
+__all__ = ["ServerLikeTransport"]
+
+_logger: Final = logging.getLogger("uvicorn.error")
+"""uvicorn's logger, so that tests and log setups written for uvicorn find the errors."""
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+_INCOMPLETE_BODY: Final = "peer closed connection without sending complete message body"
+_NO_RESPONSE: Final = "Server disconnected without sending a response."
+
+OnRequest = Callable[[RequestInfo, asyncio.Task[None]], None]
+
+
+class _Exchange:
+    """One request's connection state, shared by the ASGI task and the client.
+
+    Everything is plain attributes and ``asyncio.Event``s because both sides run
+    on the same loop: a state change and the ``set()`` that announces it happen
+    without an ``await`` in between, so no waiter can miss one.
+    """
+
+    def __init__(self, info: RequestInfo, method: str, body: bytes) -> None:
+        self.info = info
+        self.method = method
+        self.request_body: bytes | None = body
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        """The client went away: closed the response, gave up waiting, or closed the transport."""
+        self.broken = False
+        """The server side dropped the connection before the response was complete."""
+        self.started = asyncio.Event()
+        """Set on response start, or when no start can come any more."""
+        self.data = asyncio.Event()
+        """Set whenever the client's body stream may have something new to see."""
+        self.finished = asyncio.Event()
+        """Set when ``receive()`` has nothing left but ``http.disconnect``."""
+
+    def _wake_all(self) -> None:
+        self.started.set()
+        self.data.set()
+
+    def disconnect(self) -> None:
+        """What uvicorn's ``connection_lost`` does to the cycle."""
+        self.disconnected = True
+        self.finished.set()
+        self._wake_all()
+
+    def drop(self) -> None:
+        """What uvicorn's ``transport.close()`` does, seen from the client."""
+        if not self.response_complete:
+            self.broken = True
+        self._wake_all()
+
+    async def receive(self) -> Message:
+        if self.request_body is not None and not self.finished.is_set():
+            body, self.request_body = self.request_body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        # Like uvicorn, a complete response counts as gone: there is nothing
+        # the app could still be told about this request. Until then, a
+        # StreamingResponse listening for disconnect must keep waiting while the
+        # client reads.
+        await self.finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        # uvicorn drops everything sent after a disconnect, but raises for a
+        # message after the complete response when the connection is kept
+        # alive, which is the usual case behind a pooled client such as httpx.
+        # Checking completeness first makes that app bug show up every time.
+        if self.response_complete:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{message['type']}' sent, "
+                "after response already completed."
+            )
+        if self.disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
+                )
+            self.response_started = True
+            self.status = self.info.status = int(message["status"])
+            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+            self.started.set()
+            return
+        if message["type"] != "http.response.body":
+            raise RuntimeError(
+                f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
+            )
+        body = bytes(message.get("body", b""))
+        if body and self.method != "HEAD":
+            self.chunks.append(body)
+        if not message.get("more_body", False):
+            self.response_complete = True
+            self.info.response_complete_at = time.monotonic()
+            self.finished.set()
+        self.data.set()
+
+    async def send_500(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.send(
+            {"type": "http.response.body", "body": b"Internal Server Error", "more_body": False}
+        )
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body as the app sends it; closing it is the client hanging up."""
+
+    def __init__(self, exchange: _Exchange, request: httpx.Request) -> None:
+        self._exchange = exchange
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        ex = self._exchange
+        while True:
+            while ex.chunks:
+                yield ex.chunks.popleft()
+            if ex.response_complete:
+                return
+            if ex.broken or ex.disconnected:
+                raise httpx.RemoteProtocolError(_INCOMPLETE_BODY, request=self._request)
+            ex.data.clear()
+            await ex.data.wait()
+
+    async def aclose(self) -> None:
+        self._exchange.disconnect()
+
+
+class ServerLikeTransport(httpx.AsyncBaseTransport):
+    """Serves each request as uvicorn would, with the ASGI call as a task of its own.
+
+    ``on_request`` is called with each request's ``RequestInfo`` and ASGI task
+    as soon as the task exists, so a task monitor can track the call from its
+    start; the transport itself never awaits or cancels that task.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        on_request: OnRequest | None = None,
+        root_path: str = "",
+        client: tuple[str, int] = ("127.0.0.1", 123),
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.on_request = on_request
+        self.root_path = root_path
+        self.client = client
+        self.state = state
+        self._in_flight: dict[asyncio.Task[None], _Exchange] = {}
+        """Strong references too: the loop keeps only weak ones to tasks."""
+
+    def _scope(self, request: httpx.Request) -> Scope:
+        url = request.url
+        raw_path, _, query_string = url.raw_path.partition(b"?")
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": (url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 80)),
+            "client": self.client,
+            "scheme": url.scheme,
+            "method": request.method,
+            "root_path": self.root_path,
+            "path": self.root_path + unquote(raw_path.decode("ascii")),
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": query_string,
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+        }
+        if self.state is not None:
+            scope["state"] = dict(self.state)
+        return scope
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = b"".join([chunk async for chunk in _aiter_request(request)])
+        scope = self._scope(request)
+        info = RequestInfo(request.method, request.url.path)
+        exchange = _Exchange(info, request.method, body)
+
+        ctx = contextvars.copy_context()
+        ctx.run(current_request.set, info)
+        ctx.run(current_role.set, "request")
+        task = asyncio.get_running_loop().create_task(
+            self._run_asgi(scope, exchange), name=f"ASGI {info} #{info.id}", context=ctx
+        )
+        self._in_flight[task] = exchange
+        task.add_done_callback(self._task_done)
+        if self.on_request is not None:
+            self.on_request(info, task)
+
+        try:
+            await exchange.started.wait()
+        except BaseException:
+            # The client gave up waiting (cancelled, timed out): to the app that
+            # is a closed connection, as it would be under uvicorn.
+            exchange.disconnect()
+            raise
+        if not exchange.response_started:
+            raise httpx.RemoteProtocolError(_NO_RESPONSE, request=request)
+        assert exchange.status is not None
+        return httpx.Response(
+            exchange.status,
+            headers=exchange.headers,
+            stream=_ResponseStream(exchange, request),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": _reason_phrase(exchange.status),
+            },
+            request=request,
+        )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        exchange = self._in_flight.pop(task)
+        # A task cancelled before its first step never ran _run_asgi's cleanup.
+        if exchange.info.ended_at is None:
+            exchange.info.ended_at = time.monotonic()
+        exchange.drop()
+
+    async def _run_asgi(self, scope: Scope, exchange: _Exchange) -> None:
+        info = exchange.info
+        # Typed as returning anything: an app that breaks the ASGI contract by
+        # returning a value is reported, as uvicorn does.
+        app: Callable[[Scope, Receive, Send], Awaitable[object]] = self.app
+        try:
+            result = await app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            # Whoever cancelled the call (the harness settling it) reports it;
+            # to the client it is a dropped connection, and the task must end
+            # cancelled so that its canceller sees it did.
+            exchange.drop()
+            raise
+        except Exception as exc:
+            info.error = exc
+            _logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not exchange.response_started:
+                await exchange.send_500()
+            else:
+                exchange.drop()
+        except BaseException as exc:
+            # uvicorn swallows these too, but in a test run that would eat a
+            # Ctrl-C or a pytest.exit() raised inside the app.
+            info.error = exc
+            _logger.error("Exception in ASGI application\n", exc_info=exc)
+            exchange.drop()
+            raise
+        else:
+            if result is not None:
+                _logger.error("ASGI callable should return None, but returned '%s'.", result)
+                exchange.drop()
+            elif not exchange.response_started and not exchange.disconnected:
+                _logger.error("ASGI callable returned without starting response.")
+                await exchange.send_500()
+            elif not exchange.response_complete and not exchange.disconnected:
+                _logger.error("ASGI callable returned without completing response.")
+                exchange.drop()
+        finally:
+            info.ended_at = time.monotonic()
+            # The call is over: no more body can come, whatever happened.
+            exchange.drop()
+
+    async def aclose(self) -> None:
+        """Hang up on every request still in flight, but let their ASGI calls run on.
+
+        The calls are the harness's to settle or report; cancelling them here
+        would hide exactly the hangs the plugin is there to show.
+        """
+        for exchange in list(self._in_flight.values()):
+            exchange.disconnect()
+
+
+async def _aiter_request(request: httpx.Request) -> AsyncIterator[bytes]:
+    stream = request.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("ServerLikeTransport needs an async request body (httpx.AsyncClient)")
+    async for chunk in stream:
+        yield chunk
+
+
+def _reason_phrase(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
