@@ -15,12 +15,14 @@ which work without pytest. Where the proxies live is chosen once per run:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+import httpx
 import pytest
 
 from ._engine import Engine
@@ -28,10 +30,24 @@ from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
 from ._host import ProxyHost
 from ._process import ServeProcess, start_serve_process
+from ._settings import Settings, resolve
 from ._spec import check_name, parse_address
 from ._toxiproxy import ToxiproxyHost
 
+if TYPE_CHECKING:
+    from ._app import ASGIApp
+    from ._harness import Harness  # noqa: F401 - names the stash key's type
+    from ._monitor import TaskMonitor
+
 ENGINE_MODES: Final = ("thread", "process")
+_SETTING_HELP: Final = {
+    "settle": "default deadline of tasks.settle(), in seconds (default 5)",
+    "startup_timeout": "bound on the app's lifespan startup, in seconds (default 10)",
+    "shutdown_timeout": "bound on the app's lifespan shutdown, in seconds (default 10)",
+    "leaks": "tasks of a test still running when it ends: fail (default), warn or off",
+    "leak_grace": "how long the end of a test waits before calling a task a leak (default 0.2)",
+}
+_HARNESS_KEY = pytest.StashKey["Harness"]()
 
 
 @dataclass
@@ -98,6 +114,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    group.addoption(
+        "--asyncfaults-app",
+        dest="asyncfaults_app",
+        default=None,
+        help="the ASGI app under test, as package.module:attribute (ini asyncfaults_app)",
+    )
+    parser.addini("asyncfaults_app", "the ASGI app under test, as package.module:attribute")
+    parser.addini(
+        "asyncfaults_env",
+        "environment the app reads, set before it is imported, one 'NAME=value' a line; "
+        "values may name proxies: DB_PORT={postgres.port}",
+        type="linelist",
+        default=[],
+    )
+    for name, text in _SETTING_HELP.items():
+        flag = f"--asyncfaults-{name.replace('_', '-')}"
+        group.addoption(flag, dest=f"asyncfaults_{name}", default=None, help=text)
+        parser.addini(f"asyncfaults_{name}", text)
 
 
 def _seed(config: pytest.Config) -> int | None:
@@ -166,20 +200,53 @@ def pytest_configure(config: pytest.Config) -> None:
     _seed(config)
     _engine_mode(config)
     _declared_proxies(config)
+    _env_lines(config)
+    try:
+        resolve({}, _option_reader(config), _ini_reader(config))
+    except InvalidError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if _toxiproxy_url(config) is not None:
         # A server named by the user is checked now: if it is down, the run
         # stops at once with one message instead of erroring in every test.
         _session(config)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     url = _toxiproxy_url(config)
     if url is not None:
-        return f"asyncfaults: Toxiproxy server at {url}"
-    seed = _seed(config)
-    shown = "a fresh seed per run (shown when the engine starts)" if seed is None else seed
-    where = "in a child process" if _engine_mode(config) == "process" else "in process"
-    return f"asyncfaults: embedded fault engine {where}, seed {shown}"
+        backend = f"asyncfaults: Toxiproxy server at {url}"
+    else:
+        seed = _seed(config)
+        shown = "a fresh seed per run (shown when the engine starts)" if seed is None else seed
+        where = "in a child process" if _engine_mode(config) == "process" else "in process"
+        backend = f"asyncfaults: embedded fault engine {where}, seed {shown}"
+    settings = resolve({}, _option_reader(config), _ini_reader(config))
+    return [
+        backend,
+        f"asyncfaults: settle {settings.settle:g} s, leaks {settings.leaks} "
+        f"(grace {settings.leak_grace:g} s), lifespan limits {settings.startup_timeout:g} s / "
+        f"{settings.shutdown_timeout:g} s",
+    ]
+
+
+def _option_reader(config: pytest.Config) -> Callable[[str], object]:
+    return lambda name: config.getoption(f"asyncfaults_{name}")
+
+
+def _ini_reader(config: pytest.Config) -> Callable[[str], object]:
+    return lambda name: config.getini(f"asyncfaults_{name}")
+
+
+def _env_lines(config: pytest.Config) -> dict[str, str]:
+    env = {}
+    for line in config.getini("asyncfaults_env"):
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise pytest.UsageError(
+                f"asyncfaults_env line {line!r} is not valid: expected NAME=value"
+            )
+        env[name.strip()] = value.strip()
+    return env
 
 
 def _start_session(config: pytest.Config) -> _Session:
@@ -243,3 +310,133 @@ def faults(pytestconfig: pytest.Config) -> Iterator[Faults]:
                 for toxic in session.host.toxics(proxy.server_name):
                     session.host.remove_toxic(proxy.server_name, toxic.name)
                 session.host.update_proxy(proxy.server_name, enabled=True)
+
+
+@pytest.fixture
+def asyncfaults_settings(request: pytest.FixtureRequest) -> Settings:
+    """This test's settings: its marker over the command line over the ini file."""
+    kwargs: dict[str, object] = {}
+    for marker in reversed(list(request.node.iter_markers("asyncfaults"))):
+        kwargs.update(marker.kwargs)
+    try:
+        return resolve(kwargs, _option_reader(request.config), _ini_reader(request.config))
+    except InvalidError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def tasks(
+    request: pytest.FixtureRequest, asyncfaults_settings: Settings, faults: Faults
+) -> Iterator[TaskMonitor]:
+    """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
+    from ._harness import Harness, describe_faults
+    from ._monitor import TaskMonitor
+
+    def connections() -> dict[str, int]:
+        counts = {}
+        for proxy in faults:
+            with contextlib.suppress(AsyncFaultsError):
+                counts[proxy.name] = proxy.stats.open
+        return counts
+
+    monitor = TaskMonitor(
+        default_within=asyncfaults_settings.settle,
+        connections=connections,
+        faults_summary=lambda: describe_faults(faults),
+    ).install()
+    request.node.stash[_HARNESS_KEY] = Harness(monitor, asyncfaults_settings, request.node)
+    try:
+        yield monitor
+    finally:
+        monitor.uninstall()
+        del request.node.stash[_HARNESS_KEY]
+
+
+class _ProxyNames:
+    """Lets ``{postgres.port}`` in an env value name a proxy of the test."""
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+
+    def __getitem__(self, name: str) -> Proxy:
+        return self._faults[name]
+
+
+@pytest.fixture
+def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dict[str, str]]:
+    """The ini key ``asyncfaults_env``, formatted with the test's proxies, set in os.environ.
+
+    Override it to return your own mapping; the previous environment comes back after.
+    """
+    env = {}
+    for name, template in _env_lines(pytestconfig).items():
+        try:
+            env[name] = template.format_map(_ProxyNames(faults))
+        except (KeyError, AttributeError, IndexError, ValueError, NotFoundError) as exc:
+            pytest.fail(
+                f"asyncfaults_env {name}={template!r} cannot be filled in: {exc}", pytrace=False
+            )
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> ASGIApp:
+    """The ASGI app under test: override this fixture, or name it in ``asyncfaults_app``."""
+    from ._app import load_app
+
+    spec = pytestconfig.getoption("asyncfaults_app") or pytestconfig.getini("asyncfaults_app")
+    if not spec:
+        pytest.fail(
+            "no app to test: override the asgi_app fixture to return your ASGI app, or set "
+            "the ini key asyncfaults_app = 'package.module:app'",
+            pytrace=False,
+        )
+    try:
+        return load_app(str(spec))
+    except InvalidError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def app_client(
+    request: pytest.FixtureRequest,
+    asgi_app: ASGIApp,
+    tasks: TaskMonitor,
+    asyncfaults_settings: Settings,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` talking to the app in process, served the way uvicorn does."""
+    from ._app import AppRunner, make_client
+
+    harness = request.node.stash[_HARNESS_KEY]
+    harness.runner = AppRunner(
+        asgi_app,
+        tasks,
+        startup_timeout=asyncfaults_settings.startup_timeout,
+        shutdown_timeout=asyncfaults_settings.shutdown_timeout,
+    )
+    client = harness.client = make_client(harness.runner)
+    return client
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Run an async test that uses the plugin inside its harness, on its own loop."""
+    harness = item.stash.get(_HARNESS_KEY, None)
+    test = getattr(item, "obj", None)
+    if harness is None or not inspect.iscoroutinefunction(test):
+        return (yield)
+    assert isinstance(item, pytest.Function)
+    item.obj = harness.wrap(test)
+    try:
+        return (yield)
+    finally:
+        item.obj = test

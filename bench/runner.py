@@ -1,0 +1,113 @@
+"""What serving the app like uvicorn costs, next to httpx's own ASGI transport.
+
+``app_client`` runs each ASGI call as a task of its own, watched by the task
+monitor, and returns the response as soon as its body is complete; plain
+``httpx.ASGITransport`` awaits the whole call inline. The extra machinery
+must not slow a test suite down noticeably: the target is at least 0.8 of
+the plain transport's requests per second on a trivial endpoint.
+
+Both run on one loop in one process, in alternating rounds (so background
+load hits both alike); each figure is the median over rounds. Prints one JSON
+object; exits 1 when the ratio misses its target, 2 when the benchmark
+failed. ``--quick`` is a smoke run that never fails on the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from pytest_asyncfaults._app import AppRunner, make_client
+from pytest_asyncfaults._monitor import TaskMonitor
+
+TARGET_RATIO = 0.8
+
+
+async def ping(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+APP = Starlette(routes=[Route("/ping", ping)])
+
+
+async def requests_per_second(client: httpx.AsyncClient, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        response = await client.get("/ping")
+        assert response.status_code == 200
+    return count / (time.perf_counter() - started)
+
+
+async def measure(rounds: int, per_round: int) -> dict[str, Any]:
+    monitor = TaskMonitor().install()
+    try:
+        runner = AppRunner(APP, monitor, startup_timeout=10, shutdown_timeout=10)
+        ours = make_client(runner)
+        plain = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=APP), base_url="http://testserver"
+        )
+        results: dict[str, list[float]] = {"app_client": [], "asgi_transport": []}
+        clients = {"app_client": ours, "asgi_transport": plain}
+        for client in clients.values():  # warm-up
+            await requests_per_second(client, 50)
+        for index in range(rounds):
+            order = list(clients) if index % 2 == 0 else list(reversed(clients))
+            for name in order:
+                results[name].append(await requests_per_second(clients[name], per_round))
+            await monitor.wait(5)  # the ASGI tails of our requests end
+            monitor.records.clear()  # a long benchmark must not measure a growing list
+        await ours.aclose()
+        await plain.aclose()
+        await runner.stop()
+    finally:
+        monitor.uninstall()
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    return {
+        "requests_per_second": {name: round(value, 1) for name, value in medians.items()},
+        "ratio": round(medians["app_client"] / medians["asgi_transport"], 3),
+        "setup": {"rounds": rounds, "requests_per_round": per_round, "endpoint": "GET /ping"},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args(argv)
+    rounds, per_round = (2, 100) if args.quick else (10, 1000)
+    try:
+        report = asyncio.run(asyncio.wait_for(measure(rounds, per_round), 300))
+    except Exception as exc:  # reported as JSON: the caller parses stdout
+        print(json.dumps({"benchmark": "runner", "error": f"{type(exc).__name__}: {exc}"}))
+        return 2
+    passed = report["ratio"] >= TARGET_RATIO
+    report = {
+        "benchmark": "runner",
+        "mode": "quick" if args.quick else "full",
+        **report,
+        "targets": {
+            "enforced": not args.quick,
+            "ratio": {
+                "measured": report["ratio"],
+                "target": TARGET_RATIO,
+                "op": ">=",
+                "passed": passed,
+            },
+        },
+    }
+    print(json.dumps(report, indent=2))
+    return 0 if passed or args.quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

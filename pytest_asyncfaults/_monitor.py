@@ -1,0 +1,400 @@
+"""The task monitor: every task the test's loop creates, and what became of it.
+
+It hooks ``create_task`` on asyncio's base loop for the thread that runs the
+test (``asyncio.create_task``, ``TaskGroup``, ``ensure_future``, ``gather``
+and the test runners all go through it), so it sees tasks made in fixtures,
+the lifespan, requests and their background phase alike, while the fault
+engine's own loop, in another thread, stays out of it. For each task it keeps
+where it was created, which request it belongs to (a context variable the
+app runner sets), and when it ended; how it ended is read from the task
+itself, without retrieving its exception, so "never retrieved" stays
+visible.
+
+``settle`` waits for the background work with a deadline; past it, the test
+fails with a hang report: each stuck task's await chain down to what it
+blocks on, where it was created and how long ago, the faults active at that
+moment and the open connections per proxy. The stuck tasks are then
+cancelled (bounded), so the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final, final
+
+from ._awaitchain import await_chain, format_chain, format_site
+from ._context import RequestInfo, Role, current_request, current_role
+from ._exceptions import AsyncFaultsError
+from ._outcome import Outcome, State, TaskOutcome
+
+CANCEL_BOUND: Final = 2.0
+"""How long stuck tasks get to end once cancelled."""
+STACK_DEPTH: Final = 40
+CONNECTIONS_GRACE: Final = 1.0
+"""How long settle lets proxy connection counts catch up with sockets the app closed."""
+
+_original_create_task: Final = asyncio.BaseEventLoop.create_task
+_monitors: dict[int, TaskMonitor] = {}
+_patch_lock = threading.Lock()
+
+# Frames of the machinery between a create_task call and whoever asked for it.
+_LIBRARY_PARTS: Final = ("/asyncio/", "/anyio/_backends/", "/anyio/_core/", "/contextlib.py")
+# Whoever asked for it is a test runner: the test's own task, anyio's runner task.
+_RUNNER_PARTS: Final = ("/pytest_asyncio/", "/anyio/pytest_plugin.py", "/_pytest/", "/pluggy/")
+
+Frame = tuple[str, int, str]
+
+
+class HangError(AsyncFaultsError, AssertionError):
+    """Background work was still pending at a deadline; the message is the hang report."""
+
+
+def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: Any) -> Any:
+    task = _original_create_task(loop, coro, *args, **kwargs)
+    monitor = _monitors.get(threading.get_ident())
+    if monitor is not None:
+        monitor._record(task, sys._getframe(1))
+    return task
+
+
+def _capture(frame: FrameType | None) -> tuple[Frame, ...]:
+    stack: list[Frame] = []
+    while frame is not None and len(stack) < STACK_DEPTH:
+        code = frame.f_code
+        stack.append((code.co_filename, frame.f_lineno, code.co_name))
+        frame = frame.f_back
+    return tuple(stack)
+
+
+def _is_runner(stack: tuple[Frame, ...]) -> bool:
+    for filename, _, _ in stack:
+        path = filename.replace("\\", "/")
+        if any(part in path for part in _LIBRARY_PARTS):
+            continue
+        return any(part in path for part in _RUNNER_PARTS)
+    return False
+
+
+@final
+@dataclass(eq=False)
+class TaskRecord:
+    """One task of the test: where it came from and when it ended.
+
+    It holds its task weakly: a task the app keeps no reference to may be
+    garbage-collected while pending, and the monitor must not hide that.
+    """
+
+    ref: weakref.ref[asyncio.Task[Any]]
+    last_name: str
+    created_at: float
+    stack: tuple[Frame, ...]
+    request: RequestInfo | None
+    role: Role | None
+    runner: bool
+    ended_at: float | None = None
+    request_call: bool = False
+    """The ASGI call of ``request`` itself (its tail runs BackgroundTasks)."""
+
+    lost: bool = False
+    """Garbage-collected while still pending: nobody held a reference to it."""
+
+    @property
+    def task(self) -> asyncio.Task[Any] | None:
+        return self.ref()
+
+    @property
+    def name(self) -> str:
+        """The task's name now (``asyncio.create_task`` names a task after creating it)."""
+        task = self.task
+        if task is not None:
+            self.last_name = task.get_name()
+        return self.last_name
+
+    @property
+    def done(self) -> bool:
+        task = self.task
+        return task is None or task.done()
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The task's exception, read without marking it retrieved."""
+        if self.request_call and self.request is not None:
+            return self.request.error
+        task = self.task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return getattr(task, "_exception", None)
+
+    @property
+    def state(self) -> State:
+        task = self.task
+        if task is None:
+            return "lost" if self.lost else "completed"
+        if not task.done():
+            return "pending"
+        if task.cancelled():
+            return "cancelled"
+        return "failed" if self.exception is not None else "completed"
+
+    @property
+    def retrieved(self) -> bool:
+        task = self.task
+        return task is None or not getattr(task, "_log_traceback", False)
+
+    def describe(self) -> str:
+        if self.request_call and self.request is not None:
+            what = f"the ASGI call of {self.request}"
+            if self.request.response_complete_at is not None:
+                what += " (after its response was sent: BackgroundTasks)"
+        elif self.request is not None:
+            what = f"a task of {self.request}"
+        elif self.role == "lifespan":
+            what = "a task of the app's lifespan"
+        else:
+            what = "a task of the test"
+        site = format_site(self.stack)
+        return f"Task {self.name!r}, {what}, created at {site}"
+
+
+@final
+class TaskMonitor:
+    """Every task created on the test's thread while installed (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        default_within: float = 5.0,
+        connections: Callable[[], dict[str, int]] | None = None,
+        faults_summary: Callable[[], Awaitable[list[str]]] | None = None,
+    ) -> None:
+        self.default_within = default_within
+        self.records: list[TaskRecord] = []
+        self.error_logs: list[logging.LogRecord] = []
+        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], TaskRecord] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._connections = connections
+        self._faults_summary = faults_summary
+        self.connections_before: dict[str, int] | None = None
+        self._thread: int | None = None
+        self._handler = _ErrorLogHandler(self.error_logs)
+
+    # -- installing ----------------------------------------------------------------------
+
+    def install(self) -> TaskMonitor:
+        thread = threading.get_ident()
+        with _patch_lock:
+            if thread in _monitors:
+                raise AsyncFaultsError("a task monitor is already installed on this thread")
+            if not _monitors:
+                asyncio.BaseEventLoop.create_task = _create_task  # type: ignore[method-assign,assignment]
+            _monitors[thread] = self
+        self._thread = thread
+        logging.getLogger().addHandler(self._handler)
+        return self
+
+    def uninstall(self) -> None:
+        logging.getLogger().removeHandler(self._handler)
+        with _patch_lock:
+            if self._thread is not None and _monitors.get(self._thread) is self:
+                del _monitors[self._thread]
+            if not _monitors:
+                asyncio.BaseEventLoop.create_task = _original_create_task  # type: ignore[method-assign]
+        self._thread = None
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record(self, task: asyncio.Task[Any], frame: FrameType | None) -> None:
+        stack = _capture(frame)
+        record = TaskRecord(
+            ref=weakref.ref(task, lambda _: self._collected(record)),
+            last_name=task.get_name(),
+            created_at=time.monotonic(),
+            stack=stack,
+            request=current_request.get(),
+            role=current_role.get(),
+            runner=_is_runner(stack),
+        )
+        self.records.append(record)
+        self._by_task[task] = record
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        record = self._by_task.get(task)
+        if record is not None:
+            record.ended_at = time.monotonic()
+            record.last_name = task.get_name()
+
+    def _collected(self, record: TaskRecord) -> None:
+        if record.ended_at is None:  # no done callback ran: it died pending
+            record.lost = True
+            record.ended_at = time.monotonic()
+
+    def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
+        return self._by_task.get(task)
+
+    def request_started(self, request: RequestInfo, task: asyncio.Task[Any]) -> None:
+        """Called by the app runner: ``task`` is the ASGI call of ``request``."""
+        record = self._by_task.get(task)
+        if record is not None:
+            record.request_call = True
+            record.request = request
+        if self.connections_before is None and self._connections is not None:
+            self.connections_before = self._connections()
+
+    # -- what counts as background work ----------------------------------------------------------
+
+    def background(self) -> list[TaskRecord]:
+        """The test's tasks other than the runner's, the lifespan's and the current one."""
+        current = asyncio.current_task()
+        return [
+            record
+            for record in self.records
+            if not record.runner and record.role != "lifespan" and record.task is not current
+        ]
+
+    def pending(self) -> list[TaskRecord]:
+        return [record for record in self.background() if not record.done]
+
+    # -- settling ---------------------------------------------------------------------------------
+
+    async def wait(self, within: float) -> list[TaskRecord]:
+        """Wait up to ``within`` s for the background work, new tasks too; return what is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while pending := self.pending():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return pending
+            await asyncio.wait(_tasks(pending), timeout=remaining)
+        return []
+
+    async def settle(self, within: float | None = None) -> Outcome:
+        """Wait for all background work, up to ``within`` s; fail with a hang report past it."""
+        within = self.default_within if within is None else within
+        started = time.monotonic()
+        stuck = await self.wait(within)
+        if stuck:
+            report = await self.hang_report(
+                stuck, f"still pending after {within:g} s (the settle deadline)"
+            )
+            raise HangError(report)
+        await self._connections_settle(started + within)
+        return self.outcome(within, time.monotonic() - started)
+
+    async def _connections_settle(self, deadline: float) -> None:
+        """Give closed sockets the moment the proxy needs to count them closed (bounded)."""
+        if self._connections is None or self.connections_before is None:
+            return
+        limit = min(deadline, time.monotonic() + CONNECTIONS_GRACE)
+        while self._connections() != self.connections_before and time.monotonic() < limit:
+            await asyncio.sleep(0.01)
+
+    def outcome(self, within: float, elapsed: float) -> Outcome:
+        now = time.monotonic()
+        entries = []
+        for record in self.background():
+            exception = record.exception
+            entries.append(
+                TaskOutcome(
+                    name=record.name,
+                    description=record.describe(),
+                    state=record.state,
+                    exception=exception,
+                    duration=None
+                    if record.ended_at is None
+                    else (record.ended_at or now) - record.created_at,
+                    logged=exception is not None and self.was_logged(exception),
+                    retrieved=record.retrieved,
+                )
+            )
+        return Outcome(
+            entries=tuple(entries),
+            within=within,
+            elapsed=elapsed,
+            error_logs=tuple(self.error_logs),
+            connections_before=dict(self.connections_before or {}),
+            connections_after=self._connections() if self._connections is not None else {},
+        )
+
+    def was_logged(self, exception: BaseException) -> bool:
+        """An ERROR record (not asyncio's own GC-time complaint) carries this exception."""
+        return any(
+            record.exc_info is not None
+            and record.exc_info[1] is exception
+            and record.name != "asyncio"
+            for record in self.error_logs
+        )
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    async def hang_report(self, stuck: Iterable[TaskRecord], why: str) -> str:
+        """The report a user reads instead of print-debugging; cancels the stuck tasks after."""
+        stuck = list(stuck)
+        now = time.monotonic()
+        count = len(stuck)
+        lines = [f"asyncfaults: {count} background task{'s' if count != 1 else ''} {why}", ""]
+        for index, record in enumerate(stuck, 1):
+            lines.append(f"[{index}] {record.describe()}, {now - record.created_at:.2f} s ago")
+            lines.append("    await chain, outermost first:")
+            task = record.task
+            if task is not None:
+                lines.append(format_chain(await_chain(task), indent="      "))
+            lines.append("")
+        if self._faults_summary is not None:
+            try:
+                summary = await asyncio.wait_for(self._faults_summary(), CANCEL_BOUND)
+            except Exception as exc:  # the report must not die of its appendix
+                summary = [f"(could not read the faults: {exc})"]
+            lines.append("Faults active now:")
+            lines.extend(f"  {line}" for line in summary or ["(none)"])
+            lines.append("")
+        survivors = await self.cancel(stuck)
+        cancelled = count - len(survivors)
+        lines.append(
+            f"Cancelled {cancelled} stuck task{'s' if cancelled != 1 else ''} so the run goes on."
+        )
+        for record in survivors:
+            lines.append(
+                f"  {record.name!r} did not end within {CANCEL_BOUND:g} s of being cancelled: "
+                f"it swallows CancelledError (see its chain above)"
+            )
+        return "\n".join(lines)
+
+    async def cancel(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
+        """Cancel tasks and wait (bounded) for them to end; return those that did not."""
+        records = list(records)
+        tasks = _tasks(record for record in records if not record.done)
+        for task in tasks:
+            try:
+                task.cancel()
+            except RecursionError:
+                # Tasks awaiting each other (a deadlock) cancel each other forever.
+                continue
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_BOUND)
+        return [record for record in records if not record.done]
+
+
+def _tasks(records: Iterable[TaskRecord]) -> list[asyncio.Task[Any]]:
+    return [task for record in records if (task := record.task) is not None]
+
+
+@final
+class _ErrorLogHandler(logging.Handler):
+    """Keeps ERROR records seen during the test, for ``assert_logged``."""
+
+    def __init__(self, sink: list[logging.LogRecord]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._sink.append(record)
