@@ -143,9 +143,12 @@ class _LazyTransport(httpx.AsyncBaseTransport):
         self._runner = runner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._runner.start()
-        assert self._runner.transport is not None
-        return await self._runner.transport.handle_async_request(request)
+        transport = self._runner.transport
+        if transport is None:
+            await self._runner.start()
+            transport = self._runner.transport
+            assert transport is not None
+        return await transport.handle_async_request(request)
 
 
 def make_client(runner: AppRunner) -> httpx.AsyncClient:

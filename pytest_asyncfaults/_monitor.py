@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Final, final
 
 from ._awaitchain import await_chain, format_chain, format_site
@@ -37,11 +37,13 @@ from ._outcome import Outcome, State, TaskOutcome
 
 CANCEL_BOUND: Final = 2.0
 """How long stuck tasks get to end once cancelled."""
-STACK_DEPTH: Final = 40
+STACK_DEPTH: Final = 20
 CONNECTIONS_GRACE: Final = 1.0
 """How long settle lets proxy connection counts catch up with sockets the app closed."""
 
 _original_create_task: Final = asyncio.BaseEventLoop.create_task
+_LOOP_CALLBACK: Final = asyncio.events.Handle._run.__code__
+"""Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
 
@@ -65,26 +67,68 @@ def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: A
     return task
 
 
-def _capture(frame: FrameType | None) -> tuple[Frame, ...]:
-    stack: list[Frame] = []
-    while frame is not None and len(stack) < STACK_DEPTH:
+def _capture(frame: FrameType | None) -> tuple[CodeType | int, ...]:
+    """The creation stack, innermost first, kept as cheaply as possible.
+
+    One flat tuple of code objects and instruction offsets (one allocation,
+    little for the garbage collector to scan). ``f_lineno`` would cost a scan
+    of each code's line table per frame, for every task of the app: lines,
+    names and files are worked out only when a report needs them.
+    """
+    stack: list[CodeType | int] = []
+    depth = 0
+    while frame is not None and depth < STACK_DEPTH:
         code = frame.f_code
-        stack.append((code.co_filename, frame.f_lineno, code.co_name))
+        if code is _LOOP_CALLBACK:
+            break  # below it: the event loop and the test runner, never the answer
+        stack += (code, frame.f_lasti)
         frame = frame.f_back
+        depth += 1
     return tuple(stack)
 
 
-def _is_runner(stack: tuple[Frame, ...]) -> bool:
-    for filename, _, _ in stack:
-        path = filename.replace("\\", "/")
+def _line(code: CodeType, offset: int) -> int:
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+def _frames(raw: tuple[CodeType | int, ...]) -> Iterator[tuple[CodeType, int]]:
+    """(code, instruction offset) pairs of a captured stack."""
+    codes, offsets = raw[0::2], raw[1::2]
+    return zip(codes, offsets, strict=True)  # type: ignore[arg-type]
+
+
+_KINDS: dict[CodeType, str] = {}
+"""Per code object: "library", "runner" or "other" (asked once per code, not per task)."""
+
+
+def _kind(code: CodeType) -> str:
+    kind = _KINDS.get(code)
+    if kind is None:
+        path = code.co_filename.replace("\\", "/")
         if any(part in path for part in _LIBRARY_PARTS):
-            continue
-        return any(part in path for part in _RUNNER_PARTS)
+            kind = "library"
+        elif any(part in path for part in _RUNNER_PARTS):
+            kind = "runner"
+        else:
+            kind = "other"
+        _KINDS[code] = kind
+    return kind
+
+
+def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
+    """Was the task asked for by a test runner (the test's own task, anyio's runner)?"""
+    for index in range(0, len(raw), 2):
+        kind = _kind(raw[index])  # type: ignore[arg-type]
+        if kind != "library":
+            return kind == "runner"
     return False
 
 
 @final
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskRecord:
     """One task of the test: where it came from and when it ended.
 
@@ -92,10 +136,10 @@ class TaskRecord:
     garbage-collected while pending, and the monitor must not hide that.
     """
 
-    ref: weakref.ref[asyncio.Task[Any]]
+    ref: weakref.ref[asyncio.Task[Any]] | None
     last_name: str
     created_at: float
-    stack: tuple[Frame, ...]
+    raw_stack: tuple[CodeType | int, ...]
     request: RequestInfo | None
     role: Role | None
     runner: bool
@@ -108,7 +152,25 @@ class TaskRecord:
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
-        return self.ref()
+        return None if self.ref is None else self.ref()
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """Done callback of the task."""
+        self.ended_at = time.monotonic()
+        self.last_name = task.get_name()
+
+    def collected(self, _: object) -> None:
+        """Weak reference callback: the task object is gone."""
+        if self.ended_at is None:  # no done callback ran: it died pending
+            self.lost = True
+            self.ended_at = time.monotonic()
+
+    @property
+    def stack(self) -> tuple[Frame, ...]:
+        """Where the task was created, innermost frame first."""
+        return tuple(
+            (code.co_filename, line, code.co_name) for code, line in _frames(self.raw_stack)
+        )
 
     @property
     def name(self) -> str:
@@ -178,9 +240,6 @@ class TaskMonitor:
         self.default_within = default_within
         self.records: list[TaskRecord] = []
         self.error_logs: list[logging.LogRecord] = []
-        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], TaskRecord] = (
-            weakref.WeakKeyDictionary()
-        )
         self._connections = connections
         self._faults_summary = faults_summary
         self.connections_before: dict[str, int] | None = None
@@ -215,38 +274,32 @@ class TaskMonitor:
     def _record(self, task: asyncio.Task[Any], frame: FrameType | None) -> None:
         stack = _capture(frame)
         record = TaskRecord(
-            ref=weakref.ref(task, lambda _: self._collected(record)),
+            ref=None,
             last_name=task.get_name(),
             created_at=time.monotonic(),
-            stack=stack,
+            raw_stack=stack,
             request=current_request.get(),
             role=current_role.get(),
             runner=_is_runner(stack),
         )
+        record.ref = weakref.ref(task, record.collected)
         self.records.append(record)
-        self._by_task[task] = record
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[Any]) -> None:
-        record = self._by_task.get(task)
-        if record is not None:
-            record.ended_at = time.monotonic()
-            record.last_name = task.get_name()
-
-    def _collected(self, record: TaskRecord) -> None:
-        if record.ended_at is None:  # no done callback ran: it died pending
-            record.lost = True
-            record.ended_at = time.monotonic()
+        task.add_done_callback(record.ended)
 
     def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
-        return self._by_task.get(task)
+        # Searched from the newest: callers ask about a task just created.
+        for record in reversed(self.records):
+            if record.task is task:
+                return record
+        return None
 
     def request_started(self, request: RequestInfo, task: asyncio.Task[Any]) -> None:
         """Called by the app runner: ``task`` is the ASGI call of ``request``."""
-        record = self._by_task.get(task)
+        record = self.record_for(task)
         if record is not None:
             record.request_call = True
             record.request = request
+            record.role = "request"
         if self.connections_before is None and self._connections is not None:
             self.connections_before = self._connections()
 

@@ -16,7 +16,7 @@ raised into the client.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import http
 import logging
 import time
@@ -219,16 +219,15 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
         return scope
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = b"".join([chunk async for chunk in _aiter_request(request)])
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise TypeError("ServerLikeTransport needs an async request body (httpx.AsyncClient)")
+        body = await request.aread()
         scope = self._scope(request)
         info = RequestInfo(request.method, request.url.path)
         exchange = _Exchange(info, request.method, body)
 
-        ctx = contextvars.copy_context()
-        ctx.run(current_request.set, info)
-        ctx.run(current_role.set, "request")
         task = asyncio.get_running_loop().create_task(
-            self._run_asgi(scope, exchange), name=f"ASGI {info} #{info.id}", context=ctx
+            self._run_asgi(scope, exchange), name=f"ASGI {info} #{info.id}"
         )
         self._in_flight[task] = exchange
         task.add_done_callback(self._task_done)
@@ -236,7 +235,12 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
             self.on_request(info, task)
 
         try:
-            await exchange.started.wait()
+            # One turn of the loop lets the ASGI task take its first step (queued
+            # just before this one); a quick app has answered by then, and the
+            # wait below costs nothing.
+            await asyncio.sleep(0)
+            if not exchange.started.is_set():
+                await exchange.started.wait()
         except BaseException:
             # The client gave up waiting (cancelled, timed out): to the app that
             # is a closed connection, as it would be under uvicorn.
@@ -245,10 +249,17 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
         if not exchange.response_started:
             raise httpx.RemoteProtocolError(_NO_RESPONSE, request=request)
         assert exchange.status is not None
+        # A body already complete (the usual case) goes back whole; otherwise it
+        # streams as the app sends it.
+        stream: httpx.AsyncByteStream = (
+            httpx.ByteStream(b"".join(exchange.chunks))
+            if exchange.response_complete
+            else _ResponseStream(exchange, request)
+        )
         return httpx.Response(
             exchange.status,
             headers=exchange.headers,
-            stream=_ResponseStream(exchange, request),
+            stream=stream,
             extensions={
                 "http_version": b"HTTP/1.1",
                 "reason_phrase": _reason_phrase(exchange.status),
@@ -265,6 +276,10 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
 
     async def _run_asgi(self, scope: Scope, exchange: _Exchange) -> None:
         info = exchange.info
+        # The task runs in its own copy of the context: what is set here is seen
+        # by every task the app creates for this request, and nowhere else.
+        current_request.set(info)
+        current_role.set("request")
         # Typed as returning anything: an app that breaks the ASGI contract by
         # returning a value is reported, as uvicorn does.
         app: Callable[[Scope, Receive, Send], Awaitable[object]] = self.app
@@ -315,14 +330,7 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
             exchange.disconnect()
 
 
-async def _aiter_request(request: httpx.Request) -> AsyncIterator[bytes]:
-    stream = request.stream
-    if not isinstance(stream, httpx.AsyncByteStream):
-        raise TypeError("ServerLikeTransport needs an async request body (httpx.AsyncClient)")
-    async for chunk in stream:
-        yield chunk
-
-
+@functools.cache
 def _reason_phrase(status: int) -> bytes:
     try:
         return http.HTTPStatus(status).phrase.encode()

@@ -43,3 +43,17 @@ def test_control_bench_quick_run_compares_both_paths() -> None:
     for path in ("in_process", "http_serve"):
         assert report[path]["add_remove_p50_ms"] > 0
         assert report[path]["add_remove_p99_ms"] >= report[path]["add_remove_p50_ms"]
+
+
+def test_runner_bench_quick_run_compares_both_clients() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "runner.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["requests_per_second"]) == {"app_client", "asgi_transport"}
+    assert 0 < report["ratio"] < 5

@@ -17,8 +17,9 @@ from conftest import Peer, connect, expect_closed, recv_exactly
 
 from pytest_asyncfaults import Engine, make_toxic
 
-LATE = 0.080
-"""How late a timed effect may be on a loaded machine, in seconds."""
+LATE = 0.250
+"""How late a timed effect may be on a loaded 2-core machine (another test run beside
+this one), in seconds. Never early is checked strictly; precision is bench/proxy.py's job."""
 
 
 def round_trip(sock: socket.socket, payload: bytes = b"ping") -> float:

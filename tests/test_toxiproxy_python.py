@@ -29,7 +29,7 @@ from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
 from pytest_asyncfaults._process import ServeProcess, start_serve_process
 
-LATE = 0.080
+LATE = 0.250
 """How late a timed effect may be on a loaded machine, in seconds."""
 
 
