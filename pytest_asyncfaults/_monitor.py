@@ -43,6 +43,7 @@ CONNECTIONS_GRACE: Final = 1.0
 
 _original_create_task: Final = asyncio.BaseEventLoop.create_task
 _LOOP_CALLBACK: Final = asyncio.events.Handle._run.__code__
+_ASYNCIO_CREATE_TASK: Final = asyncio.tasks.create_task.__code__
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
@@ -149,19 +150,34 @@ class TaskRecord:
 
     lost: bool = False
     """Garbage-collected while still pending: nobody held a reference to it."""
+    final_state: State | None = None
+    final_exception: BaseException | None = None
+    """How it ended, kept for when the task object itself is gone."""
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
         return None if self.ref is None else self.ref()
 
+    @property
+    def finished_at(self) -> float | None:
+        """When the task ended (for the ASGI call of a request, as the app runner saw it)."""
+        if self.request_call and self.request is not None:
+            return self.request.ended_at
+        return self.ended_at
+
     def ended(self, task: asyncio.Task[Any]) -> None:
-        """Done callback of the task."""
+        """Done callback of the task: note how it ended, without retrieving anything."""
         self.ended_at = time.monotonic()
         self.last_name = task.get_name()
+        if task.cancelled():
+            self.final_state = "cancelled"
+        else:
+            self.final_exception = getattr(task, "_exception", None)
+            self.final_state = "completed" if self.final_exception is None else "failed"
 
     def collected(self, _: object) -> None:
         """Weak reference callback: the task object is gone."""
-        if self.ended_at is None:  # no done callback ran: it died pending
+        if self.finished_at is None:  # it never ended: it died pending
             self.lost = True
             self.ended_at = time.monotonic()
 
@@ -169,7 +185,8 @@ class TaskRecord:
     def stack(self) -> tuple[Frame, ...]:
         """Where the task was created, innermost frame first."""
         return tuple(
-            (code.co_filename, line, code.co_name) for code, line in _frames(self.raw_stack)
+            (code.co_filename, _line(code, offset), code.co_name)
+            for code, offset in _frames(self.raw_stack)
         )
 
     @property
@@ -191,7 +208,9 @@ class TaskRecord:
         if self.request_call and self.request is not None:
             return self.request.error
         task = self.task
-        if task is None or not task.done() or task.cancelled():
+        if task is None:
+            return self.final_exception
+        if not task.done() or task.cancelled():
             return None
         return getattr(task, "_exception", None)
 
@@ -199,7 +218,11 @@ class TaskRecord:
     def state(self) -> State:
         task = self.task
         if task is None:
-            return "lost" if self.lost else "completed"
+            if self.lost:
+                return "lost"
+            if self.request_call:
+                return "failed" if self.exception is not None else "completed"
+            return self.final_state or "completed"
         if not task.done():
             return "pending"
         if task.cancelled():
@@ -273,9 +296,16 @@ class TaskMonitor:
 
     def _record(self, task: asyncio.Task[Any], frame: FrameType | None) -> None:
         stack = _capture(frame)
+        name = task.get_name()
+        if frame is not None and frame.f_code is _ASYNCIO_CREATE_TASK:
+            # asyncio.create_task names the task only after the loop made it; a
+            # task collected before anyone looks again must still have its name.
+            given = frame.f_locals.get("name")
+            if given is not None:
+                name = str(given)
         record = TaskRecord(
             ref=None,
-            last_name=task.get_name(),
+            last_name=name,
             created_at=time.monotonic(),
             raw_stack=stack,
             request=current_request.get(),
@@ -300,6 +330,9 @@ class TaskMonitor:
             record.request_call = True
             record.request = request
             record.role = "request"
+            # The app runner times the call itself (request.ended_at): one done
+            # callback fewer on the path of every request.
+            task.remove_done_callback(record.ended)
         if self.connections_before is None and self._connections is not None:
             self.connections_before = self._connections()
 
@@ -352,7 +385,6 @@ class TaskMonitor:
             await asyncio.sleep(0.01)
 
     def outcome(self, within: float, elapsed: float) -> Outcome:
-        now = time.monotonic()
         entries = []
         for record in self.background():
             exception = record.exception
@@ -363,8 +395,8 @@ class TaskMonitor:
                     state=record.state,
                     exception=exception,
                     duration=None
-                    if record.ended_at is None
-                    else (record.ended_at or now) - record.created_at,
+                    if (ended := record.finished_at) is None
+                    else ended - record.created_at,
                     logged=exception is not None and self.was_logged(exception),
                     retrieved=record.retrieved,
                 )

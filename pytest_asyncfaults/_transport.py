@@ -43,6 +43,36 @@ _NO_RESPONSE: Final = "Server disconnected without sending a response."
 OnRequest = Callable[[RequestInfo, asyncio.Task[None]], None]
 
 
+class _Flag:
+    """An ``asyncio.Event`` made only if someone waits: most requests never do."""
+
+    __slots__ = ("_event", "_value")
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+        self._value = False
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        if self._event is not None:
+            self._event.set()
+
+    def clear(self) -> None:
+        self._value = False
+        if self._event is not None:
+            self._event.clear()
+
+    async def wait(self) -> None:
+        if self._value:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+
 class _Exchange:
     """One request's connection state, shared by the ASGI task and the client.
 
@@ -64,11 +94,11 @@ class _Exchange:
         """The client went away: closed the response, gave up waiting, or closed the transport."""
         self.broken = False
         """The server side dropped the connection before the response was complete."""
-        self.started = asyncio.Event()
+        self.started = _Flag()
         """Set on response start, or when no start can come any more."""
-        self.data = asyncio.Event()
+        self.data = _Flag()
         """Set whenever the client's body stream may have something new to see."""
-        self.finished = asyncio.Event()
+        self.finished = _Flag()
         """Set when ``receive()`` has nothing left but ``http.disconnect``."""
 
     def _wake_all(self) -> None:
@@ -319,6 +349,12 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
             info.ended_at = time.monotonic()
             # The call is over: no more body can come, whatever happened.
             exchange.drop()
+            # Its clean-up is done here, so the done callback (kept for a task
+            # cancelled before its first step) need not run: one loop handle
+            # fewer per request.
+            task = asyncio.current_task()
+            if task is not None and task.remove_done_callback(self._task_done):
+                self._in_flight.pop(task, None)
 
     async def aclose(self) -> None:
         """Hang up on every request still in flight, but let their ASGI calls run on.

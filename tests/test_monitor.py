@@ -1,0 +1,88 @@
+"""The task monitor on its own: what it records, and what survives the task."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_asyncfaults._monitor import HangError, TaskMonitor
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def monitor() -> Iterator[TaskMonitor]:
+    installed = TaskMonitor(default_within=1.0).install()
+    yield installed
+    installed.uninstall()
+
+
+async def fails() -> None:
+    raise ValueError("boom")
+
+
+async def test_creation_site_is_the_line_that_created_the_task(monitor: TaskMonitor) -> None:
+    line = sys._getframe().f_lineno + 1
+    task = asyncio.create_task(asyncio.sleep(0), name="site")
+    await task
+    (record,) = [record for record in monitor.records if record.name == "site"]
+    filename, lineno, function = record.stack[1]  # [0] is asyncio.create_task itself
+    assert filename == __file__
+    assert (lineno, function) == (line, "test_creation_site_is_the_line_that_created_the_task")
+    assert "test_monitor.py:" in record.describe()
+
+
+async def test_outcome_survives_the_task_object(monitor: TaskMonitor) -> None:
+    task = asyncio.create_task(fails(), name="gone")
+    await asyncio.wait([task])
+    del task
+    gc.collect()
+    (record,) = [record for record in monitor.records if record.name == "gone"]
+    assert record.task is None
+    assert record.state == "failed"
+    assert isinstance(record.exception, ValueError)
+
+
+async def test_a_task_collected_while_pending_is_lost(monitor: TaskMonitor) -> None:
+    async def waits_forever() -> None:
+        await asyncio.get_running_loop().create_future()  # nobody will ever set it
+
+    asyncio.create_task(waits_forever(), name="orphan")  # noqa: RUF006 - the bug under test
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    gc.collect()
+    (record,) = [record for record in monitor.records if record.name == "orphan"]
+    assert record.state == "lost"
+    outcome = await monitor.settle(within=0.5)
+    assert [entry.state for entry in outcome if entry.name == "orphan"] == ["lost"]
+
+
+async def test_exceptions_are_read_without_retrieving_them(monitor: TaskMonitor) -> None:
+    task = asyncio.create_task(fails(), name="unread")
+    outcome = await monitor.settle()
+    (entry,) = [entry for entry in outcome if entry.name == "unread"]
+    assert entry.state == "failed"
+    assert entry.retrieved is False
+    assert task.exception() is not None  # now it is
+    assert [r.retrieved for r in monitor.records if r.name == "unread"] == [True]
+
+
+async def test_settle_past_its_deadline_reports_and_cancels(monitor: TaskMonitor) -> None:
+    task = asyncio.create_task(asyncio.Event().wait(), name="stuck")
+    with pytest.raises(HangError) as caught:
+        await monitor.settle(within=0.2)
+    report = str(caught.value)
+    assert "1 background task still pending after 0.2 s (the settle deadline)" in report
+    assert "Task 'stuck', a task of the test" in report
+    assert "Cancelled 1 stuck task so the run goes on." in report
+    assert task.cancelled()
+
+
+async def test_runner_and_current_tasks_are_not_background_work(monitor: TaskMonitor) -> None:
+    assert asyncio.current_task() not in [record.task for record in monitor.background()]
+    outcome = await monitor.settle(within=0.1)
+    assert len(outcome) == 0
