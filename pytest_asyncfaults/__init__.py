@@ -15,6 +15,7 @@ from ._exceptions import EngineError as EngineError
 from ._exceptions import InvalidError as InvalidError
 from ._exceptions import ListenError as ListenError
 from ._exceptions import NotFoundError as NotFoundError
+from ._harness import AsyncFaultsWarning as AsyncFaultsWarning
 from ._spec import ConnectionSelector as ConnectionSelector
 from ._spec import ToxicSpec as ToxicSpec
 from ._spec import make_toxic as make_toxic
@@ -28,6 +29,7 @@ __all__ = (
     "TOXIC_TYPES",
     "AlreadyExistsError",
     "AsyncFaultsError",
+    "AsyncFaultsWarning",
     "ConnectionSelector",
     "Engine",
     "EngineError",

@@ -44,6 +44,7 @@ CONNECTIONS_GRACE: Final = 1.0
 _original_create_task: Final = asyncio.BaseEventLoop.create_task
 _LOOP_CALLBACK: Final = asyncio.events.Handle._run.__code__
 _ASYNCIO_CREATE_TASK: Final = asyncio.tasks.create_task.__code__
+_original_gather: Final = asyncio.tasks.gather
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
@@ -66,6 +67,14 @@ def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: A
     if monitor is not None:
         monitor._record(task, sys._getframe(1))
     return task
+
+
+def _gather(*aws: Any, return_exceptions: bool = False) -> Any:
+    outer = _original_gather(*aws, return_exceptions=return_exceptions)
+    monitor = _monitors.get(threading.get_ident())
+    if monitor is not None and not return_exceptions:
+        monitor._watch_gather(outer, sys._getframe(1))
+    return outer
 
 
 def _capture(frame: FrameType | None) -> tuple[CodeType | int, ...]:
@@ -147,12 +156,16 @@ class TaskRecord:
     ended_at: float | None = None
     request_call: bool = False
     """The ASGI call of ``request`` itself (its tail runs BackgroundTasks)."""
+    code: CodeType | None = None
+    """The code of the task's coroutine function (kept: the task may be gone by report time)."""
 
     lost: bool = False
     """Garbage-collected while still pending: nobody held a reference to it."""
     final_state: State | None = None
     final_exception: BaseException | None = None
     """How it ended, kept for when the task object itself is gone."""
+    final_cancel_requests: int = 0
+    """Cancellations asked of it and not withdrawn, when it ended (``Task.cancelling()``)."""
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
@@ -169,6 +182,7 @@ class TaskRecord:
         """Done callback of the task: note how it ended, without retrieving anything."""
         self.ended_at = time.monotonic()
         self.last_name = task.get_name()
+        self.final_cancel_requests = task.cancelling()
         if task.cancelled():
             self.final_state = "cancelled"
         else:
@@ -180,6 +194,11 @@ class TaskRecord:
         if self.finished_at is None:  # it never ended: it died pending
             self.lost = True
             self.ended_at = time.monotonic()
+
+    @property
+    def cancel_requests(self) -> int:
+        task = self.task
+        return self.final_cancel_requests if task is None else task.cancelling()
 
     @property
     def stack(self) -> tuple[Frame, ...]:
@@ -250,6 +269,25 @@ class TaskRecord:
 
 
 @final
+@dataclass(eq=False)
+class GatherRecord:
+    """One ``asyncio.gather`` without ``return_exceptions``, and what it left behind."""
+
+    raw_stack: tuple[CodeType | int, ...]
+    children: list[TaskRecord]
+    failed_with: BaseException | None = None
+    abandoned: list[TaskRecord] | None = None
+    """Children still running when the gather failed: nobody will await them."""
+
+    @property
+    def stack(self) -> tuple[Frame, ...]:
+        return tuple(
+            (code.co_filename, _line(code, offset), code.co_name)
+            for code, offset in _frames(self.raw_stack)
+        )
+
+
+@final
 class TaskMonitor:
     """Every task created on the test's thread while installed (see the module doc)."""
 
@@ -262,6 +300,7 @@ class TaskMonitor:
     ) -> None:
         self.default_within = default_within
         self.records: list[TaskRecord] = []
+        self.gathers: list[GatherRecord] = []
         self.error_logs: list[logging.LogRecord] = []
         self._connections = connections
         self._faults_summary = faults_summary
@@ -278,6 +317,7 @@ class TaskMonitor:
                 raise AsyncFaultsError("a task monitor is already installed on this thread")
             if not _monitors:
                 asyncio.BaseEventLoop.create_task = _create_task  # type: ignore[method-assign,assignment]
+                asyncio.gather = asyncio.tasks.gather = _gather
             _monitors[thread] = self
         self._thread = thread
         logging.getLogger().addHandler(self._handler)
@@ -290,6 +330,7 @@ class TaskMonitor:
                 del _monitors[self._thread]
             if not _monitors:
                 asyncio.BaseEventLoop.create_task = _original_create_task  # type: ignore[method-assign]
+                asyncio.gather = asyncio.tasks.gather = _original_gather
         self._thread = None
 
     # -- recording -----------------------------------------------------------------------
@@ -311,10 +352,28 @@ class TaskMonitor:
             request=current_request.get(),
             role=current_role.get(),
             runner=_is_runner(stack),
+            code=getattr(task.get_coro(), "cr_code", None),
         )
         record.ref = weakref.ref(task, record.collected)
         self.records.append(record)
         task.add_done_callback(record.ended)
+
+    def _watch_gather(self, outer: asyncio.Future[Any], frame: FrameType | None) -> None:
+        children = [
+            record
+            for child in getattr(outer, "_children", ())
+            if (record := self.record_for(child)) is not None
+        ]
+        gather = GatherRecord(_capture(frame), children)
+        self.gathers.append(gather)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            exception = None if future.cancelled() else getattr(future, "_exception", None)
+            if exception is not None:
+                gather.failed_with = exception
+                gather.abandoned = [record for record in gather.children if not record.done]
+
+        outer.add_done_callback(done)
 
     def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
         # Searched from the newest: callers ask about a task just created.

@@ -46,6 +46,15 @@ _SETTING_HELP: Final = {
     "shutdown_timeout": "bound on the app's lifespan shutdown, in seconds (default 10)",
     "leaks": "tasks of a test still running when it ends: fail (default), warn or off",
     "leak_grace": "how long the end of a test waits before calling a task a leak (default 0.2)",
+    "never_retrieved": "a task failed and nobody read its exception: fail (default), warn, off",
+    "not_logged": "background work failed with no ERROR log of it: fail (default), warn, off",
+    "swallowed_cancel": "a cancelled task returned normally: fail (default), warn, off",
+    "never_awaited": "a coroutine was never awaited: fail (default), warn, off",
+    "lost": "a task was garbage-collected while pending: fail (default), warn, off",
+    "blocked_loop": "the event loop did not turn for too long: fail (default), warn, off",
+    "blocked_loop_threshold": "seconds without a turn of the loop that count as blocked (0.1)",
+    "abandoned": "asyncio.gather left sibling tasks running: fail (default), warn, off",
+    "allow": "findings to spare: task-name patterns or creation sites (file.py:line)",
 }
 _HARNESS_KEY = pytest.StashKey["Harness"]()
 
@@ -130,8 +139,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     for name, text in _SETTING_HELP.items():
         flag = f"--asyncfaults-{name.replace('_', '-')}"
-        group.addoption(flag, dest=f"asyncfaults_{name}", default=None, help=text)
-        parser.addini(f"asyncfaults_{name}", text)
+        many = name == "allow"
+        group.addoption(
+            flag,
+            dest=f"asyncfaults_{name}",
+            default=None,
+            action="append" if many else "store",
+            help=text,
+        )
+        if many:
+            parser.addini(f"asyncfaults_{name}", text, type="linelist", default=[])
+        else:
+            parser.addini(f"asyncfaults_{name}", text)
 
 
 def _seed(config: pytest.Config) -> int | None:

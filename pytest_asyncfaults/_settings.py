@@ -48,6 +48,42 @@ class Settings:
     """Tasks of the test still running when it ends: fail the test, warn, or say nothing."""
     leak_grace: float = 0.2
     """How long the end of a test waits for background work before calling it a leak."""
+    never_retrieved: LeakPolicy = "fail"
+    """A task failed and nobody awaited it or read its exception."""
+    not_logged: LeakPolicy = "fail"
+    """Background work failed and no ERROR log record carries the exception."""
+    swallowed_cancel: LeakPolicy = "fail"
+    """A cancelled task caught CancelledError and returned normally."""
+    never_awaited: LeakPolicy = "fail"
+    """A coroutine was created and never awaited."""
+    lost: LeakPolicy = "fail"
+    """A task was garbage-collected while still pending."""
+    blocked_loop: LeakPolicy = "fail"
+    """The event loop did not turn for longer than ``blocked_loop_threshold``."""
+    blocked_loop_threshold: float = 0.1
+    """Seconds without a turn of the loop that count as blocked."""
+    abandoned: LeakPolicy = "fail"
+    """asyncio.gather failed and left sibling tasks running, unawaited."""
+    allow: tuple[str, ...] = ()
+    """Findings to spare: task-name patterns (``worker-*``) or creation sites (``app.py:12``)."""
+
+
+def _patterns(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split()
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return tuple(item.strip() for item in value if item.strip())
+    raise InvalidError(
+        f"{where}={value!r} is not valid: expected task-name patterns or creation sites "
+        f"(file.py or file.py:line)"
+    )
+
+
+def _positive_seconds(value: object, where: str) -> float:
+    seconds = _seconds(value, where)
+    if seconds <= 0:
+        raise InvalidError(f"{where}={value!r} is not valid: expected a number of seconds > 0")
+    return seconds
 
 
 PARSERS: Final[Mapping[str, Callable[[object, str], Any]]] = {
@@ -56,6 +92,15 @@ PARSERS: Final[Mapping[str, Callable[[object, str], Any]]] = {
     "shutdown_timeout": _seconds,
     "leaks": _policy,
     "leak_grace": _seconds,
+    "never_retrieved": _policy,
+    "not_logged": _policy,
+    "swallowed_cancel": _policy,
+    "never_awaited": _policy,
+    "lost": _policy,
+    "blocked_loop": _policy,
+    "blocked_loop_threshold": _positive_seconds,
+    "abandoned": _policy,
+    "allow": _patterns,
 }
 
 
@@ -75,8 +120,8 @@ def resolve(
     for name, parse in PARSERS.items():
         if name in marker_kwargs:
             values[name] = parse(marker_kwargs[name], f"@pytest.mark.asyncfaults({name})")
-        elif (given := option(name)) not in (None, ""):
+        elif (given := option(name)) not in (None, "", []):
             values[name] = parse(given, f"--asyncfaults-{name.replace('_', '-')}")
-        elif (given := ini(name)) not in (None, ""):
+        elif (given := ini(name)) not in (None, "", []):
             values[name] = parse(given, f"asyncfaults_{name}")
     return Settings(**values)

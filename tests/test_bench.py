@@ -57,3 +57,18 @@ def test_runner_bench_quick_run_compares_both_clients() -> None:
     report = json.loads(done.stdout)
     assert set(report["requests_per_second"]) == {"app_client", "asgi_transport"}
     assert 0 < report["ratio"] < 5
+
+
+def test_detectors_bench_quick_run_reports_each_cost() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "detectors.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["requests"]["requests_per_second"]) == {"on", "off"}
+    assert set(report["task_creation"]["microseconds_per_task"]) == {"plain", "monitored"}
+    assert report["watchdog_idle"]["watchdog_idle_cpu_share"] >= 0

@@ -1,0 +1,373 @@
+"""Silent-failure detectors: what production swallows, turned into findings.
+
+Each detector looks at what the task monitor saw during one test and names a
+bug class from the articles this plugin was born from, the task, and the
+line to fix. They run when the test ends, on its own loop, and each can fail
+the test, warn, or stay off; an allow-list spares known tasks by name or by
+creation site.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import gc
+import inspect
+import linecache
+import re
+import textwrap
+import types
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import CodeType
+from typing import Final, final
+
+from ._awaitchain import format_site, short_path, stack_site
+from ._monitor import Frame, TaskMonitor, TaskRecord
+from ._watchdog import Stall, format_stall
+
+DETECTORS: Final = (
+    "never_retrieved",
+    "not_logged",
+    "swallowed_cancel",
+    "never_awaited",
+    "lost",
+    "leaks",
+    "blocked_loop",
+    "abandoned",
+)
+"""Every detector, by its setting name."""
+
+_NEVER_AWAITED: Final = re.compile(r"coroutine '([^']+)' was never awaited")
+_ORIGIN_FRAME: Final = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+@final
+@dataclass(frozen=True)
+class Finding:
+    """One bug found: which detector, what it says, and where to fix it."""
+
+    detector: str
+    message: str
+    task_name: str | None = None
+    site: Frame | None = None
+
+    def allowed_by(self, allow: Sequence[str]) -> bool:
+        """Spared by an allow-list entry: a task-name pattern, or ``file.py[:line]``."""
+        for entry in allow:
+            if self.task_name is not None and fnmatch.fnmatchcase(self.task_name, entry):
+                return True
+            if self.site is not None:
+                path, _, line = entry.partition(":")
+                filename, lineno, _ = self.site
+                if (path.endswith(".py") and filename.replace("\\", "/").endswith(path)) and (
+                    not line or line == str(lineno)
+                ):
+                    return True
+        return False
+
+    def __str__(self) -> str:
+        return f"[{self.detector}] {self.message}"
+
+
+def _site(record: TaskRecord) -> Frame | None:
+    frame = stack_site(record.stack)
+    return None if frame is None else (frame.filename, frame.lineno, frame.function)
+
+
+def _surfaced(
+    exception: BaseException, monitor: TaskMonitor, escaped: BaseException | None
+) -> bool:
+    """Did this exception reach anyone: a log, another failed task, or the test itself?"""
+    if monitor.was_logged(exception):
+        return True
+    seen: list[BaseException] = []
+    for record in monitor.records:
+        other = record.exception
+        if other is not None and other is not exception:
+            seen.append(other)
+    if escaped is not None:
+        seen.append(escaped)
+    for other in seen:
+        cause: BaseException | None = other
+        while cause is not None:
+            if cause is exception:
+                return True
+            cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
+    findings = []
+    for record in monitor.background():
+        if record.request_call or record.state != "failed" or record.exception is None:
+            continue
+        if record.task is not None and record.retrieved:
+            continue
+        if record.task is None and not _logged_by_asyncio_as_unretrieved(monitor, record):
+            continue
+        exc = record.exception
+        findings.append(
+            Finding(
+                "never_retrieved",
+                f"Task {record.name!r} failed with {type(exc).__name__}: {exc}, and nobody awaited "
+                f'it or read its exception (asyncio would only log "Task exception was never '
+                f'retrieved" when it is garbage-collected).\n'
+                f"  created at {format_site(record.stack)}\n"
+                f"  fix: keep the task and await it, or add a done callback that logs its "
+                f"exception",
+                record.name,
+                _site(record),
+            )
+        )
+    return findings
+
+
+def _logged_by_asyncio_as_unretrieved(monitor: TaskMonitor, record: TaskRecord) -> bool:
+    return any(
+        log.name == "asyncio"
+        and "never retrieved" in log.getMessage()
+        and log.exc_info is not None
+        and log.exc_info[1] is record.exception
+        for log in monitor.error_logs
+    )
+
+
+def not_logged(
+    monitor: TaskMonitor, escaped: BaseException | None, unretrieved: Iterable[str]
+) -> list[Finding]:
+    skip = set(unretrieved)
+    findings = []
+    for record in monitor.background():
+        exc = record.exception
+        if record.state != "failed" or exc is None or record.name in skip:
+            continue
+        if record.request is None and record.role != "lifespan":
+            # A task of the test itself: the test decides what a failure means.
+            continue
+        if _surfaced(exc, monitor, escaped):
+            continue
+        what = (
+            f"the ASGI call of {record.request}" if record.request_call else f"Task {record.name!r}"
+        )
+        findings.append(
+            Finding(
+                "not_logged",
+                f"{what} failed with {type(exc).__name__}: {exc}, and no ERROR log record "
+                f"carries it: in production this failure leaves no trace.\n"
+                f"  created at {format_site(record.stack)}\n"
+                f"  fix: log it with logger.exception(...) where it is caught, or let it propagate",
+                record.name,
+                _site(record),
+            )
+        )
+    return findings
+
+
+def _swallowing_handlers(code: CodeType | None) -> list[int]:
+    """Lines of ``except`` clauses in a function that catch CancelledError without re-raising."""
+    if code is None:
+        return []
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        return []
+    try:
+        source = inspect.getsource(code)
+        tree = ast.parse(textwrap.dedent(source))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ExceptHandler):
+            continue
+        caught = ast.unparse(node.type) if node.type is not None else ""
+        catches = node.type is None or any(
+            name in caught for name in ("CancelledError", "BaseException")
+        )
+        reraises = any(isinstance(inner, ast.Raise) for inner in ast.walk(node))
+        if catches and not reraises:
+            found.append(code.co_firstlineno + node.lineno - 1)
+    return found
+
+
+def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
+    findings = []
+    for record in monitor.background():
+        if record.state != "completed" or record.cancel_requests <= 0:
+            continue
+        code = record.code
+        handlers = _swallowing_handlers(code)
+        where = ""
+        if code is not None and handlers:
+            places = ", ".join(f"{short_path(code.co_filename)}:{line}" for line in handlers)
+            where = f"\n  caught at: {places} (except clauses that catch it and do not re-raise)"
+        findings.append(
+            Finding(
+                "swallowed_cancel",
+                f"Task {record.name!r} was cancelled ({record.cancel_requests} request"
+                f"{'s' if record.cancel_requests != 1 else ''}) and returned normally: its "
+                f"CancelledError was caught and not re-raised, so the timeout or shutdown that "
+                f"cancelled it did nothing.{where}\n"
+                f"  created at {format_site(record.stack)}\n"
+                f"  fix: re-raise CancelledError after cleaning up (or use try/finally)",
+                record.name,
+                _site(record),
+            )
+        )
+    return findings
+
+
+def _origin_text(origin: tuple[tuple[str, int, str], ...]) -> str:
+    """The shape Python gives a never-awaited warning, so one parser reads both."""
+    frames = "".join(f'  File "{path}", line {line}, in {name}\n' for path, line, name in origin)
+    return f"Coroutine created at (most recent call last)\n{frames}"
+
+
+def unawaited_coroutines() -> list[str]:
+    """Coroutines made during the test that never started, closed so they stay quiet.
+
+    Python warns about one only when it is garbage-collected, which may be
+    long after the test (a worker thread or a traceback can hold it): so the
+    heap is searched instead. Only coroutines with an origin count, and the
+    origin is recorded only while the harness runs a test.
+    """
+    texts = []
+    for obj in gc.get_objects():
+        if type(obj) is not types.CoroutineType or obj.cr_origin is None:
+            continue
+        if inspect.getcoroutinestate(obj) != inspect.CORO_CREATED:
+            continue
+        texts.append(
+            f"coroutine '{obj.cr_code.co_qualname}' was never awaited\n"
+            + _origin_text(obj.cr_origin)
+        )
+        obj.close()
+    return texts
+
+
+def never_awaited(
+    caught: Iterable[warnings.WarningMessage], found: Iterable[str] = ()
+) -> list[Finding]:
+    """From the warnings Python gave, and from ``unawaited_coroutines`` (the same text)."""
+    texts = [
+        (str(warning.message), warning.filename, warning.lineno)
+        for warning in caught
+        if issubclass(warning.category, RuntimeWarning)
+    ]
+    texts += [(text, "", 0) for text in found]
+    findings = []
+    seen: set[str] = set()
+    for text, filename, lineno in texts:
+        match = _NEVER_AWAITED.search(text)
+        if match is None:
+            continue
+        origin = [
+            (path, int(line), function) for path, line, function in _ORIGIN_FRAME.findall(text)
+        ]
+        origin.reverse()  # the origin is printed outermost first
+        frame = stack_site(origin)
+        site = (frame.filename, frame.lineno, frame.function) if frame is not None else None
+        key = f"{match[1]} {site}"
+        if key in seen:  # the same coroutine, seen both as a warning and on the heap
+            continue
+        seen.add(key)
+        where = format_site(origin) if origin else f"{short_path(filename)}:{lineno}"
+        findings.append(
+            Finding(
+                "never_awaited",
+                f"coroutine {match[1]!r} was created and never awaited: its code never ran.\n"
+                f"  created at {where}\n"
+                f"  fix: await it, or pass the function and its arguments (add_task(f, x), "
+                f"not add_task(f(x)))",
+                None,
+                site,
+            )
+        )
+    return findings
+
+
+def lost(monitor: TaskMonitor) -> list[Finding]:
+    return [
+        Finding(
+            "lost",
+            f"Task {record.name!r} was garbage-collected while still pending: nothing kept a "
+            f"reference to it, so its work stopped half-way without an error.\n"
+            f"  created at {format_site(record.stack)}\n"
+            f"  fix: keep a strong reference (a set of tasks, discarded in a done callback) or "
+            f"use a TaskGroup",
+            record.name,
+            _site(record),
+        )
+        for record in monitor.records
+        if record.state == "lost"
+    ]
+
+
+def abandoned(monitor: TaskMonitor) -> list[Finding]:
+    findings = []
+    for gather in monitor.gathers:
+        if not gather.abandoned or gather.failed_with is None:
+            continue
+        exc = gather.failed_with
+        names = ", ".join(repr(record.name) for record in gather.abandoned)
+        findings.append(
+            Finding(
+                "abandoned",
+                f"asyncio.gather failed with {type(exc).__name__}: {exc} and left "
+                f"{len(gather.abandoned)} sibling task(s) running that nobody awaits: {names}.\n"
+                f"  gather at {format_site(gather.stack)}\n"
+                f"  fix: use a TaskGroup (it cancels the siblings), or return_exceptions=True and "
+                f"check each result",
+                gather.abandoned[0].name,
+                None
+                if (frame := stack_site(gather.stack)) is None
+                else (frame.filename, frame.lineno, frame.function),
+            )
+        )
+    return findings
+
+
+def lifespan_leaks(records: Iterable[TaskRecord]) -> list[Finding]:
+    return [
+        Finding(
+            "leaks",
+            f"Task {record.name!r} of the app's lifespan was still running after the lifespan "
+            f"shut down: it outlives the app (one per start, in production).\n"
+            f"  created at {format_site(record.stack)}\n"
+            f"  fix: cancel and await it in the lifespan's shutdown",
+            record.name,
+            _site(record),
+        )
+        for record in records
+    ]
+
+
+def report(findings: Sequence[Finding]) -> str:
+    count = len(findings)
+    head = f"asyncfaults: {count} silent failure{'s' if count != 1 else ''} found"
+    return "\n\n".join([head, *(str(finding) for finding in findings)])
+
+
+_IDLE_FRAMES: Final = ("/selectors.py", "/asyncio/base_events.py")
+
+
+def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
+    findings = []
+    for stall in stalls:
+        innermost = stall.stack[0] if stall.stack else None
+        if innermost is not None and innermost[0].replace("\\", "/").endswith(_IDLE_FRAMES):
+            # The loop was waiting in select(): the machine, not the app, was slow.
+            continue
+        frame = stack_site(stall.stack)
+        findings.append(
+            Finding(
+                "blocked_loop",
+                f"{format_stall(stall)}\n"
+                f"  fix: await an async API, or move the blocking call off the loop "
+                f"(asyncio.to_thread / run_in_executor)",
+                None,
+                None if frame is None else (frame.filename, frame.lineno, frame.function),
+            )
+        )
+    return findings

@@ -1,0 +1,273 @@
+"""A blocked event loop, caught in the act: how long it did not turn, and the line to blame.
+
+A handler that calls ``time.sleep()``, reads a big file, spins on the CPU or
+talks to a synchronous driver inside ``async def`` freezes every other
+request, and nothing fails: the app is only slow. Once the block is over
+there is nothing left to see, so the evidence has to be taken while it lasts.
+
+Two parts do it. A heartbeat on the loop (a timer, re-armed each beat) marks
+every time the loop turns; a daemon thread wakes a few times per threshold
+and, when the last beat is older than the threshold, takes the loop thread's
+stack from ``sys._current_frames()``, once per stall, the way ``py-spy dump``
+would: at that moment the loop thread is still inside the blocking call. The
+first beat after the stall closes it, so its duration is the loop's real gap
+between two turns, not the watchdog's guess.
+
+The watchdog thread only reads the loop thread's frames; it never runs code
+on the loop. A C call that holds the GIL (a huge regex, ``sum`` over a giant
+range) keeps the watchdog thread from running too: that stall is still
+caught, but its stack is taken as the call returns: the same function, most
+often still the same line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final
+
+from ._awaitchain import ChainFrame, _is_library, _package, short_path, stack_site
+from ._exceptions import InvalidError
+
+Frame = tuple[str, int, str]
+"""(filename, line number, function name)."""
+
+STACK_DEPTH: Final = 30
+"""Frames kept per stall, innermost first: the blocking call is at the inner end, and
+the outer end is the event loop and the test runner."""
+MIN_INTERVAL: Final = 0.01
+"""The heartbeat never runs more often than this: an idle loop must stay idle."""
+STOP_BOUND: Final = 1.0
+"""How long ``stop()`` waits for the watchdog thread."""
+
+_KEEP_INNERMOST: Final = 3
+"""Frames at the inner end of a stack that ``format_stall`` never folds."""
+
+
+@dataclass(frozen=True)
+class Stall:
+    """One time the event loop did not turn for longer than the threshold."""
+
+    started_at: float
+    """``time.monotonic()`` of the last beat before the stall."""
+    duration: float
+    """Seconds from that beat to the first beat after the stall."""
+    stack: tuple[Frame, ...]
+    """The loop thread's stack when the watchdog first saw the stall, innermost first."""
+
+    @property
+    def blocking_frame(self) -> ChainFrame | None:
+        """The line to fix: the innermost frame in the user's code, else the innermost frame.
+
+        The innermost frame itself is often a library (a sync DB driver, ``json``,
+        ``ssl``) that did what it was asked; the user's line that called it is the
+        one to change.
+        """
+        return stack_site(self.stack)
+
+
+def _threshold(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise InvalidError(f"threshold={value!r} is not valid: expected a number of seconds > 0")
+    return float(value)
+
+
+def _stack_of(thread_id: int) -> tuple[Frame, ...]:
+    frame = sys._current_frames().get(thread_id)
+    stack: list[Frame] = []
+    while frame is not None and len(stack) < STACK_DEPTH:
+        code = frame.f_code
+        stack.append((code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_name))
+        frame = frame.f_back
+    return tuple(stack)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Open:
+    since: float
+    stack: tuple[Frame, ...]
+
+
+class LoopWatchdog:
+    """Records every stall of one event loop longer than ``threshold`` seconds.
+
+    ``start()`` runs in the loop's thread (the watchdog must know which thread's
+    stack to take); ``stop()`` ends it and closes a stall still open. ``stalls``
+    is complete once ``stop()`` returned.
+
+    A loop that is not running is not blocked: while ``loop.is_running()`` is
+    false (between the ``run_until_complete`` calls of a test runner, after the
+    test) the watchdog flags nothing, so it can span a whole test, fixtures
+    included.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, threshold: float = 0.1) -> None:
+        self.loop: Final = loop
+        self.threshold: Final = _threshold(threshold)
+        self.interval: Final = max(self.threshold / 4, MIN_INTERVAL)
+        """How often the loop beats and the watchdog looks: a stall is seen at most
+        about one interval after it crossed the threshold."""
+        self.stalls: list[Stall] = []
+        self._lock = threading.Lock()
+        """Guards the beat time, the open stall and ``stalls``: the loop thread beats and
+        closes stalls, the watchdog thread opens them (and closes them if the loop stops)."""
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_id = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._last_beat = 0.0
+        self._not_running_seen = 0.0
+        self._open: _Open | None = None
+        self._started = False
+        self._stopped = False
+
+    def __enter__(self) -> LoopWatchdog:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped
+
+    def start(self) -> LoopWatchdog:
+        """Begin watching; call it from the loop's thread, as its stack is the one to take."""
+        if self._started:
+            raise RuntimeError("this LoopWatchdog was already started; make a new one")
+        if self.loop.is_running() and _running_loop() is not self.loop:
+            raise RuntimeError("LoopWatchdog.start() must be called from the loop's own thread")
+        self._started = True
+        self._thread_id = threading.get_ident()
+        self._last_beat = time.monotonic()
+        self._handle = self.loop.call_later(self.interval, self._beat)
+        self._thread = threading.Thread(
+            target=self._watch, name="asyncfaults-loop-watchdog", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching, closing a stall still open with its duration so far. Idempotent.
+
+        Bounded: the thread is woken at once and joined for at most ``STOP_BOUND``.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self._open is not None:
+                self._close(time.monotonic())
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_BOUND)
+
+    # the loop thread ---------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._stopped:
+                return
+            self._last_beat = now
+            if self._open is not None:
+                self._close(now)
+            self._handle = self.loop.call_later(self.interval, self._beat)
+
+    def _close(self, now: float) -> None:
+        """Turn the open stall into a record; the caller holds the lock."""
+        assert self._open is not None
+        opened, self._open = self._open, None
+        self.stalls.append(Stall(opened.since, now - opened.since, opened.stack))
+
+    # the watchdog thread -----------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._wake.wait(self.interval):
+            self._look()
+
+    def _look(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._stopped:
+                return
+            if not self.loop.is_running():
+                # Stopped, not blocked. A stall still open ended before the loop
+                # stopped, and no beat will come to close it: close it now.
+                self._not_running_seen = now
+                if self._open is not None:
+                    self._close(now)
+                return
+            if self._open is not None:
+                return  # seen already: the stack taken first is the blocking call
+            since = max(self._last_beat, self._not_running_seen)
+            if now - since > self.threshold:
+                self._open = _Open(since, _stack_of(self._thread_id))
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def format_stall(stall: Stall, *, indent: str = "    ") -> str:
+    """The stall for a terminal: one headline, then the stack, outermost first.
+
+    "> " marks the blocking frame; runs of library frames (the event loop, the
+    test runner) are folded to one line naming their packages.
+    """
+    site = stall.blocking_frame
+    where = "an unknown place (no stack was taken)"
+    if site is not None:
+        where = site.location() + (f": `{site.source}`" if site.source else "")
+    lines = [f"the event loop was blocked for {stall.duration:.2f} s at {where}"]
+    frames = list(reversed(stall.stack))
+    blocking = stall.stack.index((site.filename, site.lineno, site.function)) if site else -1
+    marked = len(frames) - 1 - blocking if blocking >= 0 else -1
+    keep = {i for i, frame in enumerate(frames) if not _is_library(frame[0])}
+    keep.update(range(max(0, len(frames) - _KEEP_INNERMOST), len(frames)))
+    keep.add(marked)
+    index = 0
+    while index < len(frames):
+        if index not in keep:
+            end = index
+            while end + 1 < len(frames) and end + 1 not in keep:
+                end += 1
+            if end > index:
+                packages = ", ".join(dict.fromkeys(_package(f[0]) for f in frames[index : end + 1]))
+                lines.append(f"{indent}  ... {end - index + 1} frames in {packages} ...")
+                index = end + 1
+                continue
+        filename, lineno, function = frames[index]
+        mark = "> " if index == marked else "  "
+        lines.append(f"{indent}{mark}{short_path(filename)}:{lineno} in {function}")
+        if not _is_library(filename):
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"{indent}      {source}")
+        index += 1
+    return "\n".join(lines)

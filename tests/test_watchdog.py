@@ -1,0 +1,286 @@
+"""The loop watchdog against real blocking calls on the test's own loop.
+
+Blocks last 0.3 s against a 0.1 s threshold, and the negative cases stay far
+below theirs: a loaded 2-core machine delays a thread by tens of
+milliseconds, not by hundreds, so neither side depends on luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_asyncfaults import InvalidError
+from pytest_asyncfaults._watchdog import (
+    MIN_INTERVAL,
+    STOP_BOUND,
+    LoopWatchdog,
+    Stall,
+    format_stall,
+)
+
+HERE = Path(__file__).resolve()
+SITE = "/venv/lib/python3.11/site-packages"
+STDLIB = asyncio.__file__.rsplit("/asyncio/", 1)[0]
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that carries ``marker``: the tests name lines, not numbers."""
+    lines = HERE.read_text().splitlines()
+    found = [number for number, text in enumerate(lines, 1) if text.rstrip().endswith(marker)]
+    assert len(found) == 1, (marker, found)
+    return found[0]
+
+
+def spin(seconds: float) -> int:
+    """Pure CPU work, no system call to wait in: the GIL is released only by switching."""
+    deadline = time.monotonic() + seconds
+    turns = 0
+    while time.monotonic() < deadline:  # spin: the loop
+        turns += 1  # spin: the body
+    return turns
+
+
+def on_this_loop(threshold: float = 0.1) -> LoopWatchdog:
+    return LoopWatchdog(asyncio.get_running_loop(), threshold=threshold)
+
+
+@pytest.mark.asyncio
+async def test_time_sleep_is_one_stall_at_its_line() -> None:
+    watchdog = on_this_loop()
+    with watchdog:
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # noqa: ASYNC251 - the bug under test  # blocks: sleep
+        await asyncio.sleep(0.05)
+    assert len(watchdog.stalls) == 1, watchdog.stalls
+    stall = watchdog.stalls[0]
+    assert 0.25 <= stall.duration < 1.0
+    frame = stall.blocking_frame
+    assert frame is not None
+    assert (frame.filename, frame.lineno) == (str(HERE), line_of("# blocks: sleep"))
+    assert frame.function == "test_time_sleep_is_one_stall_at_its_line"
+    assert frame.source.startswith("time.sleep(0.3)")
+    # the event loop and pytest are below it, innermost first, within the bound
+    assert 1 < len(stall.stack) <= 30
+    assert stall.stack[0][:2] == (str(HERE), frame.lineno)
+
+
+@pytest.mark.asyncio
+async def test_awaiting_is_no_stall() -> None:
+    watchdog = on_this_loop()
+    with watchdog:
+        await asyncio.sleep(0.3)
+    assert watchdog.stalls == []
+
+
+@pytest.mark.asyncio
+async def test_cpu_loop_is_a_stall_at_the_loop() -> None:
+    watchdog = on_this_loop()
+    with watchdog:
+        await asyncio.sleep(0.05)
+        assert spin(0.3) > 0  # blocks: spin
+        await asyncio.sleep(0.05)
+    assert len(watchdog.stalls) == 1, watchdog.stalls
+    stall = watchdog.stalls[0]
+    assert 0.25 <= stall.duration < 1.0
+    frame = stall.blocking_frame
+    assert frame is not None
+    assert frame.function == "spin"
+    assert frame.lineno in {line_of("# spin: the loop"), line_of("# spin: the body")}
+    assert stall.stack[1][1:] == (line_of("# blocks: spin"), "test_cpu_loop_is_a_stall_at_the_loop")
+
+
+@pytest.mark.asyncio
+async def test_two_blocks_are_two_stalls() -> None:
+    watchdog = on_this_loop()
+    with watchdog:
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: first
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: second
+        await asyncio.sleep(0.05)
+    lines = [stall.blocking_frame.lineno for stall in watchdog.stalls if stall.blocking_frame]
+    assert lines == [line_of("# blocks: first"), line_of("# blocks: second")]
+    first, second = watchdog.stalls
+    assert second.started_at >= first.started_at + first.duration
+    assert all(0.25 <= stall.duration < 1.0 for stall in watchdog.stalls)
+
+
+@pytest.mark.asyncio
+async def test_a_block_under_the_threshold_is_no_stall() -> None:
+    # 0.05 s against 0.25 s: a margin no scheduler hiccup on a loaded machine crosses
+    with LoopWatchdog(asyncio.get_running_loop(), threshold=0.25) as watchdog:
+        for _ in range(3):
+            time.sleep(0.05)  # noqa: ASYNC251
+            await asyncio.sleep(0.05)
+    assert watchdog.stalls == []
+
+
+@pytest.mark.asyncio
+async def test_stop_during_a_block_closes_the_stall() -> None:
+    watchdog = on_this_loop()
+    watchdog.start()
+    time.sleep(0.3)  # noqa: ASYNC251  # blocks: then stop
+    watchdog.stop()
+    assert len(watchdog.stalls) == 1
+    stall = watchdog.stalls[0]
+    assert 0.25 <= stall.duration < 1.0
+    assert stall.blocking_frame is not None
+    assert stall.blocking_frame.lineno == line_of("# blocks: then stop")
+
+
+@pytest.mark.asyncio
+async def test_stop_is_bounded_idempotent_and_leaves_no_thread() -> None:
+    before = set(threading.enumerate())
+    watchdog = LoopWatchdog(asyncio.get_running_loop(), threshold=5.0)  # sleeps 1.25 s per look
+    watchdog.start()
+    assert watchdog.running
+    assert {thread.name for thread in set(threading.enumerate()) - before} == {
+        "asyncfaults-loop-watchdog"
+    }
+    started = time.monotonic()
+    watchdog.stop()
+    assert time.monotonic() - started < STOP_BOUND  # woken, not waited out
+    assert set(threading.enumerate()) == before
+    assert not watchdog.running
+    watchdog.stop()
+    with pytest.raises(RuntimeError, match="already started"):
+        watchdog.start()
+    await asyncio.sleep(0.05)  # the heartbeat was cancelled: nothing fires on the loop
+    assert watchdog.stalls == []
+
+
+@pytest.mark.asyncio
+async def test_start_from_another_thread_is_refused() -> None:
+    """Its stack would be the wrong one: the thread that called start() is the one watched."""
+    watchdog = on_this_loop()
+    with pytest.raises(RuntimeError, match="loop's own thread"):
+        await asyncio.to_thread(watchdog.start)
+    assert not watchdog.running
+
+
+def test_a_loop_that_is_not_running_is_not_blocked() -> None:
+    """Test runners stop the loop between fixtures and the test: that is no stall."""
+    loop = asyncio.new_event_loop()
+    try:
+        watchdog = LoopWatchdog(loop, threshold=0.05)
+        watchdog.start()  # before the loop runs, as a runner would
+        loop.run_until_complete(asyncio.sleep(0.05))
+        time.sleep(0.3)  # the loop is stopped meanwhile
+        loop.run_until_complete(asyncio.sleep(0.05))
+        watchdog.stop()
+    finally:
+        loop.close()
+    assert watchdog.stalls == []
+
+
+def test_a_stall_open_when_the_loop_stops_is_closed() -> None:
+    async def blocks() -> None:
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: then the loop stops
+
+    loop = asyncio.new_event_loop()
+    try:
+        watchdog = LoopWatchdog(loop, threshold=0.05)
+        watchdog.start()
+        loop.run_until_complete(blocks())
+        time.sleep(0.2)  # no beat comes: the watchdog sees the loop stopped
+        assert len(watchdog.stalls) == 1
+        watchdog.stop()
+    finally:
+        loop.close()
+    stall = watchdog.stalls[0]
+    assert 0.25 <= stall.duration < 1.0
+    assert stall.blocking_frame is not None
+    assert stall.blocking_frame.lineno == line_of("# blocks: then the loop stops")
+
+
+@pytest.mark.parametrize("threshold", [0, -1, 0.0, math.nan, math.inf, True, "0.1", None])
+def test_threshold_must_be_a_positive_number(threshold: object) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(InvalidError, match=r"^threshold=.* expected a number of seconds > 0"):
+            LoopWatchdog(loop, threshold=threshold)  # type: ignore[arg-type]
+    finally:
+        loop.close()
+
+
+def test_interval_is_a_quarter_of_the_threshold_but_not_below_10_ms() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        assert LoopWatchdog(loop, threshold=0.1).interval == pytest.approx(0.025)
+        assert LoopWatchdog(loop, threshold=1).interval == pytest.approx(0.25)
+        assert LoopWatchdog(loop, threshold=0.02).interval == MIN_INTERVAL
+        assert LoopWatchdog(loop).threshold == 0.1
+    finally:
+        loop.close()
+
+
+# -- the blocking frame and the report, on made-up stacks ---------------------------------------
+
+
+def made_up_stall() -> Stall:
+    here = line_of("# the handler's blocking line")
+    return Stall(
+        started_at=100.0,
+        duration=0.314,
+        stack=(  # innermost first
+            (f"{SITE}/psycopg2/extras.py", 30, "execute"),
+            (str(HERE), here, "handler"),  # the handler's blocking line
+            (f"{SITE}/starlette/routing.py", 70, "app"),
+            (f"{SITE}/starlette/routing.py", 290, "handle"),
+            (f"{SITE}/starlette/middleware/errors.py", 160, "__call__"),
+            (f"{STDLIB}/asyncio/events.py", 80, "_run"),
+            (f"{STDLIB}/asyncio/base_events.py", 1900, "_run_once"),
+        ),
+    )
+
+
+def test_blocking_frame_skips_libraries_and_falls_back_to_the_innermost() -> None:
+    stall = made_up_stall()
+    frame = stall.blocking_frame
+    assert frame is not None
+    assert (frame.filename, frame.function) == (str(HERE), "handler")
+    assert frame.source == '(str(HERE), here, "handler"),  # the handler\'s blocking line'
+    only_library = Stall(1.0, 0.2, stall.stack[2:])
+    assert only_library.blocking_frame is not None
+    assert only_library.blocking_frame.function == "app"
+    assert Stall(1.0, 0.2, ()).blocking_frame is None
+
+
+def test_format_stall_headline_marks_the_line_and_folds_libraries() -> None:
+    here = line_of("# the handler's blocking line")
+    text = format_stall(made_up_stall())
+    assert text.splitlines() == [
+        f"the event loop was blocked for 0.31 s at tests/test_watchdog.py:{here} in handler: "
+        '`(str(HERE), here, "handler"),  # the handler\'s blocking line`',
+        "      ... 4 frames in asyncio, starlette ...",
+        "      starlette/routing.py:70 in app",
+        f"    > tests/test_watchdog.py:{here} in handler",
+        '          (str(HERE), here, "handler"),  # the handler\'s blocking line',
+        "      psycopg2/extras.py:30 in execute",
+    ]
+    assert format_stall(Stall(1.0, 2.0, ())) == (
+        "the event loop was blocked for 2.00 s at an unknown place (no stack was taken)"
+    )
+
+
+@pytest.mark.asyncio
+async def test_format_stall_of_a_real_stall() -> None:
+    watchdog = on_this_loop()
+    with watchdog:
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: reported
+    (stall,) = watchdog.stalls
+    text = format_stall(stall)
+    headline, *stack = text.splitlines()
+    assert headline.startswith("the event loop was blocked for 0.")
+    assert headline.endswith(
+        f" s at tests/test_watchdog.py:{line_of('# blocks: reported')} in "
+        "test_format_stall_of_a_real_stall: `time.sleep(0.3)  # noqa: ASYNC251  # blocks: reported`"
+    )
+    assert stack[-2].startswith("    > tests/test_watchdog.py:")
+    assert stack[-1].strip().startswith("time.sleep(0.3)")
+    assert len(stack) < 15  # the runner's frames are folded
