@@ -461,3 +461,68 @@ def test_no_false_alarm_on_correct_code(
     args = ("-p", "no:asyncio") if runner == "anyio" else ()
     result = pytester.runpytest_subprocess(*args, *backend_args)
     result.assert_outcomes(passed=2)
+
+
+def test_allow_list_spares_by_task_name_and_by_site(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI + "asyncfaults_blocked_loop = off\nasyncfaults_allow = test_allow.py:8\n")
+    pytester.makepyfile(
+        test_allow=textwrap.dedent(
+            """
+            import asyncio
+            import pytest
+
+            async def fails():
+                raise ConnectionError("smtp down")
+
+            async def test_spared_by_site(tasks):
+                task = asyncio.create_task(fails())
+                await asyncio.sleep(0.05)
+
+            @pytest.mark.asyncfaults(allow=["mailer-*"])
+            async def test_spared_by_name(tasks):
+                task = asyncio.create_task(fails(), name="mailer-1")
+                await asyncio.sleep(0.05)
+
+            @pytest.mark.asyncfaults(allow=["other-*"])
+            async def test_not_spared(tasks):
+                task = asyncio.create_task(fails(), name="mailer-2")
+                await asyncio.sleep(0.05)
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *backend_args)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*[[]never_retrieved] Task 'mailer-2'*"])
+
+
+def test_bad_setting_in_a_marker_is_one_clear_error(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_bad=textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.asyncfaults(leaks="sometimes")
+            async def test_one(tasks):
+                pass
+
+            @pytest.mark.asyncfaults(setle=3)
+            async def test_two(tasks):
+                pass
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *backend_args)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.asyncfaults(leaks)='sometimes' is not valid: expected 'fail', 'warn' "
+            "or 'off'*",
+            "*@pytest.mark.asyncfaults(setle=...) is not a setting: expected one of settle,*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
