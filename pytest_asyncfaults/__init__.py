@@ -16,6 +16,10 @@ from ._exceptions import InvalidError as InvalidError
 from ._exceptions import ListenError as ListenError
 from ._exceptions import NotFoundError as NotFoundError
 from ._harness import AsyncFaultsWarning as AsyncFaultsWarning
+from ._services import PostgresServer as PostgresServer
+from ._services import ReceivedMail as ReceivedMail
+from ._services import ServiceError as ServiceError
+from ._services import SmtpServer as SmtpServer
 from ._spec import ConnectionSelector as ConnectionSelector
 from ._spec import ToxicSpec as ToxicSpec
 from ._spec import make_toxic as make_toxic
@@ -37,8 +41,12 @@ __all__ = (
     "InvalidError",
     "ListenError",
     "NotFoundError",
+    "PostgresServer",
     "ProxyInfo",
     "ProxyStats",
+    "ReceivedMail",
+    "ServiceError",
+    "SmtpServer",
     "ToxicSpec",
     "make_toxic",
 )

@@ -167,6 +167,10 @@ class Proxy:
     def __repr__(self) -> str:
         return f"<Proxy {self.name} {self.listen} -> {self.upstream}>"
 
+    def refresh(self, info: ProxyInfo) -> None:
+        """Take the server's word for the proxy's settings (after a change made elsewhere)."""
+        self._info = info
+
     async def call(
         self,
         fn: Callable[Concatenate[str, P], Coroutine[Any, Any, T]],

@@ -30,6 +30,7 @@ from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
 from ._host import ProxyHost
 from ._process import ServeProcess, start_serve_process
+from ._services import PostgresServer, Services, SmtpServer, parse_dsn
 from ._settings import Settings, resolve
 from ._spec import check_name, parse_address
 from ._toxiproxy import ToxiproxyHost
@@ -57,6 +58,8 @@ _SETTING_HELP: Final = {
     "allow": "findings to spare: task-name patterns or creation sites (file.py:line)",
 }
 _HARNESS_KEY = pytest.StashKey["Harness"]()
+_SERVICES_KEY = pytest.StashKey[Services]()
+_SERVICE_FIXTURES: Final = ("postgres_server", "smtp_server")
 
 
 @dataclass
@@ -116,6 +119,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "asyncfaults_toxiproxy_url", "URL of a Toxiproxy server to use (see --toxiproxy-url)"
+    )
+    group.addoption(
+        "--asyncfaults-postgres-dsn",
+        dest="asyncfaults_postgres_dsn",
+        default=None,
+        help="the postgres_server fixture uses this server (postgresql://user@host:port/db) "
+        "instead of starting a cluster (also: ASYNCFAULTS_POSTGRES_DSN, "
+        "ini asyncfaults_postgres_dsn)",
+    )
+    parser.addini(
+        "asyncfaults_postgres_dsn",
+        "PostgreSQL server for postgres_server (see --asyncfaults-postgres-dsn)",
     )
     parser.addini(
         "asyncfaults_proxies",
@@ -178,6 +193,30 @@ def _toxiproxy_url(config: pytest.Config) -> str | None:
     return str(url)
 
 
+def _postgres_dsn(config: pytest.Config) -> tuple[str, str] | None:
+    """The DSN of a user's PostgreSQL server, and the setting that gave it, if any."""
+    for setting, value in (
+        ("--asyncfaults-postgres-dsn", config.getoption("asyncfaults_postgres_dsn")),
+        ("ASYNCFAULTS_POSTGRES_DSN", os.environ.get("ASYNCFAULTS_POSTGRES_DSN")),
+        ("asyncfaults_postgres_dsn", config.getini("asyncfaults_postgres_dsn")),
+    ):
+        if value:
+            try:
+                parse_dsn(setting, str(value))
+            except InvalidError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            return str(value), setting
+    return None
+
+
+def _services(config: pytest.Config) -> Services:
+    services = config.stash.get(_SERVICES_KEY, None)
+    if services is None:
+        dsn = _postgres_dsn(config)
+        services = config.stash[_SERVICES_KEY] = Services(*dsn) if dsn else Services()
+    return services
+
+
 def _engine_mode(config: pytest.Config) -> str:
     mode = config.getoption("asyncfaults_engine") or config.getini("asyncfaults_engine")
     if not mode:
@@ -219,6 +258,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _seed(config)
     _engine_mode(config)
     _declared_proxies(config)
+    _postgres_dsn(config)
     _env_lines(config)
     try:
         resolve({}, _option_reader(config), _ini_reader(config))
@@ -300,9 +340,68 @@ def _session(config: pytest.Config) -> _Session:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION_KEY, None)
-    if session is not None:
-        del config.stash[_SESSION_KEY]
-        session.close()
+    services = config.stash.get(_SERVICES_KEY, None)
+    try:
+        if session is not None:
+            del config.stash[_SESSION_KEY]
+            session.close()
+    finally:
+        if services is not None:
+            del config.stash[_SERVICES_KEY]
+            services.close()
+
+
+def _proxy_to(config: pytest.Config, name: str, address: str) -> None:
+    """Declare the proxy ``faults.<name>`` to a service, as if the ini file named it."""
+    session = _session(config)
+    if name in session.declared:
+        pytest.fail(
+            f"asyncfaults_proxies declares a proxy named {name!r}, and the {name}_server "
+            f"fixture makes one of that name to its server: rename or remove the ini line",
+            pytrace=False,
+        )
+    info = session.host.create_proxy(session.prefix + name, address)
+    session.declared[name] = Proxy(session.host, info, alias=name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
+    """A PostgreSQL server for the run, and the proxy ``faults.postgres`` to it.
+
+    A throwaway cluster from the system's binaries, started on first use and
+    removed at the end of the run; or the server of ``asyncfaults_postgres_dsn``.
+    ``.dsn`` reaches it directly; ``.dsn_via(faults.postgres)`` through the proxy.
+    ``faults.postgres`` (and ``{postgres.port}`` in ``asyncfaults_env``) exist in
+    the tests that use this fixture, or name it in ``usefixtures``.
+    """
+    try:
+        server = _services(pytestconfig).postgres()
+    except AsyncFaultsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _proxy_to(pytestconfig, "postgres", server.address)
+    return server
+
+
+@pytest.fixture(scope="session")
+def smtp_server(pytestconfig: pytest.Config) -> SmtpServer:
+    """An SMTP server for the run (aiosmtpd, in a thread), and the proxy ``faults.smtp`` to it.
+
+    ``.messages`` holds what it accepted since the current test started:
+    it is emptied before each test.
+    """
+    try:
+        server = _services(pytestconfig).smtp()
+    except AsyncFaultsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _proxy_to(pytestconfig, "smtp", server.address)
+    return server
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    services = item.config.stash.get(_SERVICES_KEY, None)
+    if services is not None:
+        services.before_test()
 
 
 @pytest.fixture(scope="session")
@@ -312,13 +411,16 @@ def asyncfaults_backend(pytestconfig: pytest.Config) -> ProxyHost[Any]:
 
 
 @pytest.fixture
-def faults(pytestconfig: pytest.Config) -> Iterator[Faults]:
+def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
     """The test's proxies: declared ones by name, plus any made with ``faults.create``.
 
     At the end of the test, proxies it created are deleted, and declared ones
     are left as they were found: enabled, with no toxic.
     """
-    session = _session(pytestconfig)
+    for fixture in _SERVICE_FIXTURES:  # the test's services declare their proxies first
+        if fixture in request.fixturenames:
+            request.getfixturevalue(fixture)
+    session = _session(request.config)
     faults = Faults(session.host, session.declared, prefix=session.prefix)
     try:
         yield faults
@@ -328,7 +430,7 @@ def faults(pytestconfig: pytest.Config) -> Iterator[Faults]:
             with contextlib.suppress(NotFoundError):
                 for toxic in session.host.toxics(proxy.server_name):
                     session.host.remove_toxic(proxy.server_name, toxic.name)
-                session.host.update_proxy(proxy.server_name, enabled=True)
+                proxy.refresh(session.host.update_proxy(proxy.server_name, enabled=True))
 
 
 @pytest.fixture

@@ -16,8 +16,12 @@ PUBLIC = (
     "InvalidError",
     "ListenError",
     "NotFoundError",
+    "PostgresServer",
     "ProxyInfo",
     "ProxyStats",
+    "ReceivedMail",
+    "ServiceError",
+    "SmtpServer",
     "ToxicSpec",
     "make_toxic",
 )
