@@ -86,6 +86,7 @@ class AppRunner:
             manager = LifespanManager(self.app, startup_timeout=None, shutdown_timeout=None)
             await self._bounded(manager.__aenter__(), self.startup_timeout, "startup")
             self._manager = manager
+            await self.monitor.take_connection_baseline()
             # Each request gets a shallow copy of the lifespan's state, as uvicorn
             # gives it (asgi-lifespan's own wrapper would share one dict).
             state = getattr(manager, "_state", None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Final, final
 
+from . import _host
 from ._awaitchain import format_site, short_path, stack_site
 from ._monitor import Frame, TaskMonitor, TaskRecord
 from ._watchdog import Stall, format_stall
@@ -350,6 +351,9 @@ def report(findings: Sequence[Finding]) -> str:
 
 
 _IDLE_FRAMES: Final = ("/selectors.py", "/asyncio/base_events.py")
+_HOST_CALL: Final = (_host.__file__, _host.ProxyHost.call.__name__)
+"""The fault proxy's own blocking control call (``proxy.stats`` on a child process or a
+Toxiproxy server): the harness's wait, not the app's."""
 
 
 def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
@@ -358,6 +362,8 @@ def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
         innermost = stall.stack[0] if stall.stack else None
         if innermost is not None and innermost[0].replace("\\", "/").endswith(_IDLE_FRAMES):
             # The loop was waiting in select(): the machine, not the app, was slow.
+            continue
+        if any((filename, function) == _HOST_CALL for filename, _, function in stall.stack):
             continue
         frame = stack_site(stall.stack)
         findings.append(

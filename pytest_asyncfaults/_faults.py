@@ -94,8 +94,16 @@ class ToxicScope:
 
     @property
     def hits(self) -> int:
-        """Connection streams this toxic has been applied to so far."""
+        """Connection streams this toxic has been applied to so far.
+
+        A blocking read, like ``proxy.stats``; ``await scope.read_hits()`` waits
+        without holding the event loop.
+        """
         return self._proxy.stats.toxics_hit.get(self.spec.name, 0)
+
+    async def read_hits(self) -> int:
+        """``hits``, read without blocking the caller's event loop."""
+        return (await self._proxy.read_stats()).toxics_hit.get(self.spec.name, 0)
 
     async def __aenter__(self) -> ToxicScope:
         self.spec = await self._proxy.call(self._proxy.backend.target.add_toxic, self.spec)
@@ -213,8 +221,17 @@ class Proxy:
 
     @property
     def stats(self) -> ProxyStats:
-        """Counters now: connections accepted/open/closed, bytes each way, toxics hit."""
+        """Counters now: connections accepted/open/closed, bytes each way, toxics hit.
+
+        A blocking read: instant on the embedded engine in a thread, an HTTP round
+        trip on a child process or a Toxiproxy server. In async code that must not
+        hold its loop, ``await proxy.read_stats()``.
+        """
         return self.backend.stats(self.server_name)
+
+    async def read_stats(self) -> ProxyStats:
+        """``stats``, read without blocking the caller's event loop."""
+        return await self.call(self.backend.target.stats)
 
     async def toxics(self) -> tuple[ToxicSpec, ...]:
         return await self.call(self.backend.target.toxics)

@@ -61,7 +61,7 @@ async def describe_faults(faults: Faults) -> list[str]:
         if not proxy.enabled:
             described = "DISABLED (connections refused); " + described
         try:
-            opened = f"{proxy.stats.open} open connection(s)"
+            opened = f"{(await proxy.read_stats()).open} open connection(s)"
         except AsyncFaultsError:
             opened = "connections not counted by this server"
         lines.append(f"{proxy.name} ({proxy.listen} -> {proxy.upstream}): {described}; {opened}")

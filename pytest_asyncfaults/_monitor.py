@@ -295,7 +295,7 @@ class TaskMonitor:
         self,
         *,
         default_within: float = 5.0,
-        connections: Callable[[], dict[str, int]] | None = None,
+        connections: Callable[[], Awaitable[dict[str, int]]] | None = None,
         faults_summary: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.default_within = default_within
@@ -392,8 +392,15 @@ class TaskMonitor:
             # The app runner times the call itself (request.ended_at): one done
             # callback fewer on the path of every request.
             task.remove_done_callback(record.ended)
+
+    async def take_connection_baseline(self) -> None:
+        """Count the proxies' open connections once, when the app is up, before any request.
+
+        What the lifespan opened (a pool) is the app's steady state; what the
+        background work opens beyond it must be closed by the time it settles.
+        """
         if self.connections_before is None and self._connections is not None:
-            self.connections_before = self._connections()
+            self.connections_before = await self._connections()
 
     # -- what counts as background work ----------------------------------------------------------
 
@@ -432,18 +439,27 @@ class TaskMonitor:
                 stuck, f"still pending after {within:g} s (the settle deadline)"
             )
             raise HangError(report)
-        await self._connections_settle(started + within)
-        return self.outcome(within, time.monotonic() - started)
+        after = await self._connections_settle(started + within)
+        return self.outcome(within, time.monotonic() - started, after)
 
-    async def _connections_settle(self, deadline: float) -> None:
+    async def _connections_settle(self, deadline: float) -> dict[str, int]:
         """Give closed sockets the moment the proxy needs to count them closed (bounded)."""
-        if self._connections is None or self.connections_before is None:
-            return
+        if self._connections is None:
+            return {}
         limit = min(deadline, time.monotonic() + CONNECTIONS_GRACE)
-        while self._connections() != self.connections_before and time.monotonic() < limit:
+        counts = await self._connections()
+        while (
+            self.connections_before is not None
+            and counts != self.connections_before
+            and time.monotonic() < limit
+        ):
             await asyncio.sleep(0.01)
+            counts = await self._connections()
+        return counts
 
-    def outcome(self, within: float, elapsed: float) -> Outcome:
+    def outcome(
+        self, within: float, elapsed: float, connections_after: dict[str, int] | None = None
+    ) -> Outcome:
         entries = []
         for record in self.background():
             exception = record.exception
@@ -466,7 +482,7 @@ class TaskMonitor:
             elapsed=elapsed,
             error_logs=tuple(self.error_logs),
             connections_before=dict(self.connections_before or {}),
-            connections_after=self._connections() if self._connections is not None else {},
+            connections_after=dict(connections_after or {}),
         )
 
     def was_logged(self, exception: BaseException) -> bool:

@@ -453,11 +453,11 @@ def tasks(
     from ._harness import Harness, describe_faults
     from ._monitor import TaskMonitor
 
-    def connections() -> dict[str, int]:
+    async def connections() -> dict[str, int]:
         counts = {}
         for proxy in faults:
             with contextlib.suppress(AsyncFaultsError):
-                counts[proxy.name] = proxy.stats.open
+                counts[proxy.name] = (await proxy.read_stats()).open
         return counts
 
     monitor = TaskMonitor(

@@ -39,6 +39,8 @@ async def test_latency_scope_adds_then_removes(proxy: Proxy) -> None:
         assert await echo_once(proxy) == b"ping"
         assert time.perf_counter() - started >= 0.199
         assert toxic.hits == 1
+        assert await toxic.read_hits() == 1
+        assert (await proxy.read_stats()).toxics_hit == {"latency_downstream": 1}
     assert await proxy.toxics() == ()
     started = time.perf_counter()
     assert await echo_once(proxy) == b"ping"

@@ -117,7 +117,7 @@ async def test_postgres_direct_and_through_the_proxy(
 
     assert await select_one(postgres_server.dsn) == 1
     assert await select_one(via) == 1
-    assert faults.postgres.stats.accepted >= 1
+    assert (await faults.postgres.read_stats()).accepted >= 1
 
 
 @pytest.mark.plugin

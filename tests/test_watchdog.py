@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_asyncfaults import InvalidError
+from pytest_asyncfaults import Engine, InvalidError
+from pytest_asyncfaults._detectors import blocked_loop
 from pytest_asyncfaults._watchdog import (
     MIN_INTERVAL,
     STOP_BOUND,
@@ -284,3 +285,18 @@ async def test_format_stall_of_a_real_stall() -> None:
     assert stack[-2].startswith("    > tests/test_watchdog.py:")
     assert stack[-1].strip().startswith("time.sleep(0.3)")
     assert len(stack) < 15  # the runner's frames are folded
+
+
+@pytest.mark.asyncio
+async def test_waiting_on_the_fault_proxy_is_not_the_apps_stall(engine: Engine) -> None:
+    """A blocking ``proxy.stats`` on a slow child or Toxiproxy server is the harness's wait."""
+    watchdog = on_this_loop()
+    with watchdog:
+        engine.call(asyncio.sleep, 0.3)  # blocks: on the fault proxy
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # noqa: ASYNC251 - the bug under test  # blocks: the app
+        await asyncio.sleep(0.05)
+    assert len(watchdog.stalls) == 2, watchdog.stalls
+    (finding,) = blocked_loop(watchdog.stalls)
+    assert finding.site is not None
+    assert finding.site[1] == line_of("# blocks: the app")

@@ -93,7 +93,7 @@ async def test_a_blackholed_database_times_out_is_logged_and_cleaned_up(
     assert failure.duration < settings.connect_timeout + 1
     outcome.assert_logged(TimeoutError)  # by logger.exception: with its traceback
     outcome.assert_cleaned_up()  # no task left, no connection open at the proxy
-    assert faults.postgres.stats.open == 0
+    assert (await faults.postgres.read_stats()).open == 0
     assert smtp_server.messages == []  # no "done" mail for an upload that is not in
     assert await uploads.count() == 0
 
