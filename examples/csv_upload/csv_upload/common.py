@@ -44,9 +44,11 @@ class Settings:
     upload_dir: Path
     mail_from: str = "uploads@example.com"
     mail_to: str = "ops@example.com"
-    connect_timeout: float = 5.0
-    """asyncpg.connect(timeout=...): connecting, start-up and authentication."""
-    command_timeout: float = 5.0
+    connect_timeout: float = 10.0
+    """asyncpg.connect(timeout=...): connecting, start-up and authentication (the case
+    study's remedy: 10 s; connecting is four round trips: the TLS offer, the start-up,
+    the SCRAM exchange)."""
+    command_timeout: float = 10.0
     """asyncpg's default timeout for each query."""
     smtp_timeout: float = 5.0
     """aiosmtplib.send(timeout=...): each step of the SMTP conversation."""
