@@ -50,8 +50,8 @@ def draw(seed: int, *key: object) -> random.Random:
     """A random source fixed by the seed and a key, not by the order of events.
 
     Seeding from text hashes it with SHA-512, the same on every run and
-    platform, so the decisions for connection N of a proxy do not depend on
-    what else happened first.
+    platform, so the decision for the Nth connection a toxic meets does not
+    depend on what else happened first.
     """
     return random.Random("/".join(map(str, (seed, *key))))
 
@@ -64,6 +64,14 @@ class _ToxicState:
     active: bool = False
     hits: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    accepted_before: int = 0
+    """Connections the proxy had accepted when the toxic was added.
+
+    Random decisions are keyed by a connection's number counted from there
+    (1 for the first connection after the toxic was added; 0 and below for
+    those already open), not by the proxy's own count: a proxy shared by a
+    whole test run has accepted however many connections earlier tests made,
+    and a test run alone (``-k``) must decide exactly as in the full run."""
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -249,7 +257,14 @@ class _Connection:
     def _stage_for(self, state: _ToxicState, direction: int) -> Stage:
         proxy, spec = self.proxy, state.spec
         targeted = spec.connections is None or self.number in spec.connections
-        rng = draw(proxy.core.seed, proxy.name, spec.name, state.version, self.number, spec.stream)
+        rng = draw(
+            proxy.core.seed,
+            proxy.name,
+            spec.name,
+            state.version,
+            self.number - state.accepted_before,
+            spec.stream,
+        )
         if targeted and rng.random() < spec.toxicity:
             state.hits += 1
             return TOXIC_TYPES[spec.type](spec.attributes, rng)
@@ -418,7 +433,7 @@ class _Proxy:
     def add_toxic(self, spec: ToxicSpec) -> ToxicSpec:
         if spec.name in self.toxics:
             raise AlreadyExistsError(f"toxic {spec.name!r} already exists on proxy {self.name!r}")
-        state = _ToxicState(spec)
+        state = _ToxicState(spec, accepted_before=self.accepted)
         self.toxics[spec.name] = state
         if spec.start_after > 0:
             state.timers.append(

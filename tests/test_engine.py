@@ -241,9 +241,13 @@ def test_duration_ends_the_fault_by_itself(engine: Engine, echo_server: Peer) ->
     assert [toxic.name for toxic in engine.toxics("p")] == ["latency_downstream"]
 
 
-def _reset_pattern(seed: int, address: str, count: int) -> list[bool]:
+def _reset_pattern(seed: int, address: str, count: int, *, earlier: int = 0) -> list[bool]:
     with Engine(seed=seed) as engine:
         info = engine.create_proxy("p", address)
+        for _ in range(earlier):  # connections made before the toxic (earlier tests of a run)
+            with connect(info.listen) as sock:
+                sock.sendall(b"x")
+                assert recv_exactly(sock, 1) == b"x"
         engine.add_toxic("p", make_toxic("reset_peer", toxicity=0.3))
         pattern = []
         for _ in range(count):
@@ -253,7 +257,8 @@ def _reset_pattern(seed: int, address: str, count: int) -> list[bool]:
                     pattern.append(recv_exactly(sock, 1) != b"x")
                 except ConnectionResetError:
                     pattern.append(True)
-        assert engine.stats("p").toxics_hit["reset_peer_downstream"] == sum(pattern)
+        if not earlier:  # (an earlier connection the proxy has not seen close yet is hit too)
+            assert engine.stats("p").toxics_hit["reset_peer_downstream"] == sum(pattern)
     return pattern
 
 
@@ -266,6 +271,15 @@ def test_toxicity_is_seeded_and_proportional(echo_server: Peer) -> None:
     # Binomial(300, 0.3): mean 90, sd 7.9; +/- 3 sd.
     assert 66 <= sum(first) <= 114
     assert 66 <= sum(other) <= 114
+
+
+def test_toxicity_decisions_do_not_depend_on_earlier_connections(echo_server: Peer) -> None:
+    """A test run alone (-k) decides as it did after other tests used the same proxy."""
+    alone = _reset_pattern(7, echo_server.address, 40)
+    after_others = _reset_pattern(7, echo_server.address, 40, earlier=13)
+    assert alone == after_others
+    assert any(alone)
+    assert not all(alone)
 
 
 def test_update_redraws_toxicity(engine: Engine, echo_server: Peer) -> None:
