@@ -110,6 +110,8 @@ class _Side(asyncio.Protocol):
         conn.proxy.count_bytes(self.direction, len(data))
 
     def eof_received(self) -> bool:
+        if self.direction == UPSTREAM:
+            self.conn.client_done = True
         self.conn.feed(self.direction, EOF)
         return True  # keep the other direction open: pass the half-close on
 
@@ -143,6 +145,8 @@ class _Connection:
         self._blocked: dict[_Side, set[str]] = {self.client: set(), self.server: set()}
         self._connect_task: asyncio.Task[None] | None = None
         self.closed = False
+        self.client_done = False
+        """The client closed its side (sent EOF): it let go of the connection."""
 
     # -- setup --------------------------------------------------------------------
 
@@ -415,6 +419,7 @@ class _Proxy:
         return ProxyStats(
             accepted=self.accepted,
             open=len(self.connections),
+            clients_open=sum(1 for conn in self.connections if not conn.client_done),
             closed=self.closed,
             bytes_upstream=self.bytes[UPSTREAM],
             bytes_downstream=self.bytes[DOWNSTREAM],

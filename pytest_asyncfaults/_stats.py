@@ -17,10 +17,16 @@ class ProxyStats:
     ``toxics_hit`` counts, per toxic name, the connection streams the toxic
     was applied to (after targeting and toxicity), so a test can tell a fault
     that fired from one that was drawn away.
+
+    ``open`` counts connections the proxy still holds; ``clients_open`` those of
+    them whose client has not closed its side. They differ while the proxy
+    still delivers what a client sent before it closed (a bandwidth toxic can
+    take long over it): the app let go, the proxy has not yet.
     """
 
     accepted: int = 0
     open: int = 0
+    clients_open: int = 0
     closed: int = 0
     bytes_upstream: int = 0
     bytes_downstream: int = 0

@@ -179,6 +179,7 @@ class ToxiproxyClient:
         return ProxyStats(
             accepted=int(data["accepted"]),
             open=int(data["open"]),
+            clients_open=int(data.get("clients_open", data["open"])),
             closed=int(data["closed"]),
             bytes_upstream=int(data["bytes_upstream"]),
             bytes_downstream=int(data["bytes_downstream"]),

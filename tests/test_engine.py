@@ -157,6 +157,40 @@ def test_toxics_take_effect_on_live_connections(engine: Engine, echo_server: Pee
         assert time.perf_counter() - started < 0.1
 
 
+def test_a_client_that_closed_is_not_counted_as_holding_its_connection(
+    engine: Engine, peer_factory: Callable[[Callable[[socket.socket], None]], Peer]
+) -> None:
+    """What a client sent before closing is still delivered; the client has let go."""
+    received: list[bytes] = []
+
+    def sink(conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            received.append(data)
+
+    server = peer_factory(sink)
+    info = engine.create_proxy("p", server.address)
+    engine.add_toxic(
+        "p", make_toxic("bandwidth", stream="upstream", attributes={"rate": 1})  # 1 KB/s
+    )
+    with connect(info.listen) as sock:
+        sock.sendall(b"x" * 20_000)  # 20 s of it
+        deadline = time.monotonic() + IO_TIMEOUT
+        while engine.stats("p").clients_open != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.stats("p").clients_open == 1
+    deadline = time.monotonic() + IO_TIMEOUT
+    while engine.stats("p").clients_open and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = engine.stats("p")
+    assert (stats.open, stats.clients_open) == (1, 0)  # still delivering, the client is gone
+    engine.remove_toxic("p", "bandwidth_upstream")  # the rest goes at once, then the EOF
+    deadline = time.monotonic() + IO_TIMEOUT
+    while engine.stats("p").open and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.stats("p").open == 0
+    assert sum(map(len, received)) == 20_000
+
+
 def test_removing_latency_releases_held_data_at_once(engine: Engine, echo_server: Peer) -> None:
     info = engine.create_proxy("p", echo_server.address)
     engine.add_toxic("p", make_toxic("latency", attributes={"latency": 5000}))

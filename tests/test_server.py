@@ -366,6 +366,7 @@ async def test_stats_extension(client: httpx.AsyncClient, echo_server: Peer) -> 
     assert set(stats) == {
         "accepted",
         "open",
+        "clients_open",
         "closed",
         "bytes_upstream",
         "bytes_downstream",
