@@ -12,9 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import fastapi  # noqa: F401 - see below
 import pytest
 
 from pytest_asyncfaults import Engine
+
+# In-process pytester runs forget the modules first imported inside them. FastAPI
+# imported by a first inner run, then afresh by a second, would be a second copy
+# of FastAPI on top of the one Starlette the plugin already holds, and its
+# routing would stop matching (307 for every path). Imported here once, it stays.
 
 IO_TIMEOUT = 10.0
 """Every blocking socket in the tests gives up after this many seconds."""
