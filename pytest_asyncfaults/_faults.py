@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
@@ -64,6 +66,44 @@ async def run_to_completion(awaitable: Awaitable[T], bound: float = CLEANUP_TIME
     return result
 
 
+@final
+@dataclass(eq=False)
+class FaultWindow:
+    """When one fault was on a proxy during a test, for the timeline of a failure.
+
+    Times are ``time.monotonic()``; ``start_after`` and ``duration`` (ms) are
+    the toxic's own timing, applied by the engine from ``added_at``.
+    """
+
+    proxy: str
+    description: str
+    added_at: float
+    removed_at: float | None = None
+    start_after: int = 0
+    duration: int | None = None
+
+    @property
+    def starts_at(self) -> float:
+        return self.added_at + self.start_after / 1000
+
+    @property
+    def ends_at(self) -> float | None:
+        """When it stopped acting: removed, or its duration over; ``None``: still on."""
+        ends = [] if self.removed_at is None else [self.removed_at]
+        if self.duration is not None:
+            ends.append(self.starts_at + self.duration / 1000)
+        return min(ends) if ends else None
+
+
+def describe_toxic(spec: ToxicSpec) -> str:
+    """``timeout downstream timeout=0``: the toxic as a report names it."""
+    return (
+        f"{spec.type} {spec.stream}"
+        + "".join(f" {key}={value}" for key, value in spec.attributes.items())
+        + (f" toxicity={spec.toxicity:g}" if spec.toxicity != 1.0 else "")
+    )
+
+
 class ToxicOptions(TypedDict, total=False):
     """Options every toxic method takes besides its own attributes."""
 
@@ -87,6 +127,7 @@ class ToxicScope:
         self._proxy = proxy
         self.spec = spec
         self._added = False
+        self._window: FaultWindow | None = None
 
     @property
     def name(self) -> str:
@@ -108,6 +149,9 @@ class ToxicScope:
     async def __aenter__(self) -> ToxicScope:
         self.spec = await self._proxy.call(self._proxy.backend.target.add_toxic, self.spec)
         self._added = True
+        self._window = self._proxy.record_fault(
+            describe_toxic(self.spec), self.spec.start_after, self.spec.duration
+        )
         return self
 
     async def __aexit__(
@@ -119,6 +163,8 @@ class ToxicScope:
         if self._added:
             self._added = False
             await run_to_completion(self._remove())
+            if self._window is not None:
+                self._window.removed_at = time.monotonic()
 
     async def _remove(self) -> None:
         # Already removed by hand, or its proxy is gone: nothing is left behind.
@@ -141,9 +187,11 @@ class DownScope:
 
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
+        self._window: FaultWindow | None = None
 
     async def __aenter__(self) -> Proxy:
         await self._proxy.disable()
+        self._window = self._proxy.record_fault("down (connections refused)")
         return self._proxy
 
     async def __aexit__(
@@ -153,6 +201,8 @@ class DownScope:
         tb: TracebackType | None,
     ) -> None:
         await run_to_completion(self._proxy.enable())
+        if self._window is not None:
+            self._window.removed_at = time.monotonic()
 
 
 @final
@@ -171,6 +221,8 @@ class Proxy:
         self.backend = backend
         self._info = info
         self._alias = alias or info.name
+        self.journal: list[FaultWindow] | None = None
+        """Where the faults put on this proxy are noted, while a test holds it (``Faults``)."""
 
     def __repr__(self) -> str:
         return f"<Proxy {self.name} {self.listen} -> {self.upstream}>"
@@ -246,11 +298,25 @@ class Proxy:
     def down(self) -> DownScope:
         return DownScope(self)
 
+    def record_fault(
+        self, description: str, start_after: int = 0, duration: int | None = None
+    ) -> FaultWindow | None:
+        """Note a fault put on now, in the journal of the test holding this proxy, if any."""
+        if self.journal is None:
+            return None
+        window = FaultWindow(self.name, description, time.monotonic(), None, start_after, duration)
+        self.journal.append(window)
+        return window
+
+    def apply(self, spec: ToxicSpec) -> ToxicScope:
+        """A toxic already built (``make_toxic``, a scenario): ``async with proxy.apply(spec)``."""
+        return ToxicScope(self, spec)
+
     def toxic(self, toxic_type: str, /, **options: object) -> ToxicScope:
         """Any toxic by its Toxiproxy type name; attributes and options as keywords."""
         common = {key: options.pop(key) for key in list(options) if key in _OPTION_NAMES}
         spec = make_toxic(toxic_type, attributes=options, **common)  # type: ignore[arg-type]
-        return ToxicScope(self, spec)
+        return self.apply(spec)
 
     def latency(self, latency: int, jitter: int = 0, **options: Unpack[ToxicOptions]) -> ToxicScope:
         """Delay data by ``latency`` ms (+/- ``jitter`` ms)."""
@@ -316,6 +382,10 @@ class Faults:
         """Put before the names of proxies made here, so a shared server has no clashes."""
         self._proxies: dict[str, Proxy] = dict(proxies or {})
         self._created: list[Proxy] = []
+        self.journal: list[FaultWindow] = []
+        """Every fault put on these proxies while this object held them, in order."""
+        for proxy in self._proxies.values():
+            proxy.journal = self.journal
 
     def __getitem__(self, name: str) -> Proxy:
         try:
@@ -347,20 +417,29 @@ class Faults:
             self.backend.target.create_proxy, self.prefix + name, upstream, listen
         )
         proxy = Proxy(self.backend, info, alias=name)
+        proxy.journal = self.journal
         self._proxies[name] = proxy
         self._created.append(proxy)
         return proxy
 
     async def aclose(self) -> None:
         """Delete the proxies this object created (bounded, cancellation-proof)."""
+        self.release()
         while self._created:
             proxy = self._created.pop()
             self._proxies.pop(proxy.name, None)
             with contextlib.suppress(NotFoundError):
                 await run_to_completion(proxy.call(self.backend.target.delete_proxy))
 
+    def release(self) -> None:
+        """Stop noting faults of the proxies this object was lent (they outlive the test)."""
+        for proxy in self._proxies.values():
+            if proxy.journal is self.journal:
+                proxy.journal = None
+
     def close(self) -> None:
         """``aclose`` for synchronous code (fixture teardown): blocks, bounded."""
+        self.release()
         while self._created:
             proxy = self._created.pop()
             self._proxies.pop(proxy.name, None)

@@ -60,6 +60,9 @@ Frame = tuple[str, int, str]
 class HangError(AsyncFaultsError, AssertionError):
     """Background work was still pending at a deadline; the message is the hang report."""
 
+    short: str = ""
+    """The same in a few words, for a summary table ("" when the report's first line will do)."""
+
 
 def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: Any) -> Any:
     task = _original_create_task(loop, coro, *args, **kwargs)
@@ -166,6 +169,10 @@ class TaskRecord:
     """How it ended, kept for when the task object itself is gone."""
     final_cancel_requests: int = 0
     """Cancellations asked of it and not withdrawn, when it ended (``Task.cancelling()``)."""
+    hung_at: float | None = None
+    """When a hang report found it still pending (then it was cancelled), for the timeline."""
+    hang_chain: str = ""
+    """Its await chain as that report printed it."""
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
@@ -305,6 +312,8 @@ class TaskMonitor:
         self._connections = connections
         self._faults_summary = faults_summary
         self.connections_before: dict[str, int] | None = None
+        self.deadlines: list[tuple[float, float]] = []
+        """``(when settle was called, its within)`` of each settle, for the timeline."""
         self._thread: int | None = None
         self._handler = _ErrorLogHandler(self.error_logs)
 
@@ -433,12 +442,18 @@ class TaskMonitor:
         """Wait for all background work, up to ``within`` s; fail with a hang report past it."""
         within = self.default_within if within is None else within
         started = time.monotonic()
+        self.deadlines.append((started, within))
         stuck = await self.wait(within)
         if stuck:
             report = await self.hang_report(
                 stuck, f"still pending after {within:g} s (the settle deadline)"
             )
-            raise HangError(report)
+            error = HangError(report)
+            count = len(stuck)
+            error.short = (
+                f"hang: {count} task{'s' if count != 1 else ''} still pending after {within:g} s"
+            )
+            raise error
         after = await self._connections_settle(started + within)
         return self.outcome(within, time.monotonic() - started, after)
 
@@ -486,13 +501,20 @@ class TaskMonitor:
         )
 
     def was_logged(self, exception: BaseException) -> bool:
-        """An ERROR record (not asyncio's own GC-time complaint) carries this exception."""
-        return any(
-            record.exc_info is not None
-            and record.exc_info[1] is exception
-            and record.name != "asyncio"
-            for record in self.error_logs
-        )
+        """An ERROR record (not asyncio's own GC-time complaint) carries this exception,
+        itself or in the chain of the one it logged (printed as "The above exception was
+        the direct cause of..."): its traceback is in the log either way."""
+        for record in self.error_logs:
+            if record.exc_info is None or record.name == "asyncio":
+                continue
+            logged: BaseException | None = record.exc_info[1]
+            seen: set[int] = set()
+            while logged is not None and id(logged) not in seen:
+                if logged is exception:
+                    return True
+                seen.add(id(logged))
+                logged = logged.__cause__ or logged.__context__
+        return False
 
     # -- reporting ---------------------------------------------------------------------------------
 
@@ -506,8 +528,10 @@ class TaskMonitor:
             lines.append(f"[{index}] {record.describe()}, {now - record.created_at:.2f} s ago")
             lines.append("    await chain, outermost first:")
             task = record.task
+            record.hung_at = now
             if task is not None:
-                lines.append(format_chain(await_chain(task), indent="      "))
+                record.hang_chain = format_chain(await_chain(task), indent="      ")
+                lines.append(record.hang_chain)
             lines.append("")
         if self._faults_summary is not None:
             try:

@@ -18,18 +18,23 @@ import contextlib
 import inspect
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
 
+from ._chaos import FIXTURE as CHAOS_FIXTURE
+from ._chaos import SEED_KEY, ChaosMatrix, load_configured, scenario_of
 from ._engine import Engine
 from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
 from ._host import ProxyHost
 from ._process import ServeProcess, start_serve_process
+from ._scenario import Scenario
 from ._services import PostgresServer, Services, SmtpServer, parse_dsn
 from ._settings import Settings, resolve
 from ._spec import check_name, parse_address
@@ -37,7 +42,7 @@ from ._toxiproxy import ToxiproxyHost
 
 if TYPE_CHECKING:
     from ._app import ASGIApp
-    from ._harness import Harness  # noqa: F401 - names the stash key's type
+    from ._harness import Harness
     from ._monitor import TaskMonitor
 
 ENGINE_MODES: Final = ("thread", "process")
@@ -152,6 +157,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    group.addoption(
+        "--asyncfaults-scenarios",
+        dest="asyncfaults_scenarios",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="scenario files (*.toml) for tests marked chaos: a directory or a file, "
+        "may be repeated (ini asyncfaults_scenarios)",
+    )
+    parser.addini(
+        "asyncfaults_scenarios",
+        "scenario directories or files for tests marked chaos, one a line, "
+        "relative to the ini file",
+        type="linelist",
+        default=[],
+    )
+    group.addoption(
+        "--asyncfaults-report",
+        dest="asyncfaults_report",
+        default=None,
+        metavar="FILE",
+        help="write the chaos matrix as JSON to FILE (ini asyncfaults_report)",
+    )
+    parser.addini("asyncfaults_report", "write the chaos matrix as JSON to this file")
+    group.addoption(
+        "--asyncfaults-timeline-dir",
+        dest="asyncfaults_timeline_dir",
+        default=None,
+        metavar="DIR",
+        help="where the timeline (HTML) of a failed test goes; default: pytest's cache "
+        "directory, .pytest_cache/d/asyncfaults-timelines (ini asyncfaults_timeline_dir)",
+    )
+    parser.addini("asyncfaults_timeline_dir", "where the timeline (HTML) of a failed test goes")
     for name, text in _SETTING_HELP.items():
         flag = f"--asyncfaults-{name.replace('_', '-')}"
         many = name == "allow"
@@ -254,6 +292,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "asyncfaults(**settings): per-test settings of pytest-asyncfaults"
     )
+    config.addinivalue_line(
+        "markers",
+        "chaos(*scenarios): run the test once per scenario file (all of them, or those "
+        "whose names match the patterns given), checking each one's expectations",
+    )
     # Bad settings are a usage error at start, not an error in every fixture.
     _seed(config)
     _engine_mode(config)
@@ -264,6 +307,7 @@ def pytest_configure(config: pytest.Config) -> None:
         resolve({}, _option_reader(config), _ini_reader(config))
     except InvalidError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ChaosMatrix(config, load_configured(config)), "asyncfaults-chaos")
     if _toxiproxy_url(config) is not None:
         # A server named by the user is checked now: if it is down, the run
         # stops at once with one message instead of erroring in every test.
@@ -316,13 +360,16 @@ def _start_session(config: pytest.Config) -> _Session:
             prefix = f"af-{secrets.token_hex(4)}-{worker}-"
             return _Session(ToxiproxyHost(url).start(), prefix=prefix)
         if _engine_mode(config) == "process":
+            config.stash[SEED_KEY] = _seed(config)
             child = start_serve_process(seed=_seed(config))
             try:
                 return _Session(ToxiproxyHost(child.url).start(), child=child)
             except BaseException:
                 child.stop()
                 raise
-        return _Session(Engine(seed=_seed(config)).start())
+        engine = Engine(seed=_seed(config))
+        config.stash[SEED_KEY] = engine.seed
+        return _Session(engine.start())
     except AsyncFaultsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -457,7 +504,9 @@ def tasks(
         counts = {}
         for proxy in faults:
             with contextlib.suppress(AsyncFaultsError):
-                counts[proxy.name] = (await proxy.read_stats()).open
+                # What the app still holds: a connection it closed counts as closed
+                # even while the proxy delivers what it sent before (a bandwidth toxic).
+                counts[proxy.name] = (await proxy.read_stats()).clients_open
         return counts
 
     monitor = TaskMonitor(
@@ -465,12 +514,54 @@ def tasks(
         connections=connections,
         faults_summary=lambda: describe_faults(faults),
     ).install()
-    request.node.stash[_HARNESS_KEY] = Harness(monitor, asyncfaults_settings, request.node)
+    harness = Harness(monitor, asyncfaults_settings, request.node, faults)
+    harness.timeline_dir = _timeline_dir(request.config)
+    harness.scenario = scenario_of(request.node)
+    if harness.scenario is not None and harness.scenario.expect.settle is not None:
+        monitor.default_within = harness.scenario.expect.settle  # tasks.settle() in the body
+    request.node.stash[_HARNESS_KEY] = harness
     try:
         yield monitor
     finally:
         monitor.uninstall()
         del request.node.stash[_HARNESS_KEY]
+
+
+def harness_of(item: pytest.Item) -> Harness | None:
+    """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
+    return item.stash.get(_HARNESS_KEY, None)
+
+
+def _timeline_dir(config: pytest.Config) -> Path:
+    given = config.getoption("asyncfaults_timeline_dir")
+    if given:
+        return Path(given).resolve()
+    ini = config.getini("asyncfaults_timeline_dir")
+    if ini:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        return (base / str(ini)).resolve()
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("asyncfaults-timelines"))
+    return Path(tempfile.gettempdir()) / "asyncfaults-timelines"
+
+
+@pytest.fixture
+def chaos_scenario(request: pytest.FixtureRequest) -> Scenario:
+    """The scenario a ``@pytest.mark.chaos`` test runs under (one run per scenario file).
+
+    Its faults go on when the test body starts and come off once its
+    expectations are checked, after the body; ``tasks.settle()`` in the body
+    waits for the scenario's ``settle`` deadline by default.
+    """
+    scenario = scenario_of(request.node)
+    if scenario is None:
+        pytest.fail(
+            f"the {CHAOS_FIXTURE} fixture is given by @pytest.mark.chaos: mark the test "
+            f"instead of asking for the fixture",
+            pytrace=False,
+        )
+    return scenario
 
 
 class _ProxyNames:
@@ -553,6 +644,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Run an async test that uses the plugin inside its harness, on its own loop."""
     harness = item.stash.get(_HARNESS_KEY, None)
     test = getattr(item, "obj", None)
+    if scenario_of(item) is not None and (harness is None or not inspect.iscoroutinefunction(test)):
+        pytest.fail(
+            f"{item.nodeid} is marked chaos, but the scenario cannot run around it: a chaos "
+            f"test is an async def that uses the tasks or app_client fixture",
+            pytrace=False,
+        )
     if harness is None or not inspect.iscoroutinefunction(test):
         return (yield)
     assert isinstance(item, pytest.Function)
