@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
-from ._exceptions import AlreadyExistsError, EngineError, NotFoundError
+from ._exceptions import AlreadyExistsError, EngineError, InvalidError, NotFoundError
 from ._host import ProxyHost
 from ._spec import ToxicSpec, check_name, make_toxic
 from ._stats import ProxyInfo, ProxyStats
@@ -431,6 +431,22 @@ class Faults:
             with contextlib.suppress(NotFoundError):
                 await run_to_completion(proxy.call(self.backend.target.delete_proxy))
 
+    def fill(self, template: str, *, field: str) -> str:
+        """A value naming these proxies, filled in: ``DB_PORT={postgres.port}``.
+
+        The app's settings come from where it reads them (the environment, a
+        config string); only the proxies' ``host``, ``port`` and ``listen`` are
+        worth naming there.
+        """
+        try:
+            return template.format_map(_ByName(self))
+        except (KeyError, AttributeError, IndexError, ValueError, NotFoundError) as exc:
+            known = ", ".join(self._proxies) or "none"
+            raise InvalidError(
+                f"{field}={template!r} cannot be filled in ({exc}): expected {{name.port}}, "
+                f"{{name.host}} or {{name.listen}} of a proxy (proxies: {known})"
+            ) from None
+
     def release(self) -> None:
         """Stop noting faults of the proxies this object was lent (they outlive the test)."""
         for proxy in self._proxies.values():
@@ -445,3 +461,14 @@ class Faults:
             self._proxies.pop(proxy.name, None)
             with contextlib.suppress(NotFoundError):
                 self.backend.delete_proxy(proxy.server_name)
+
+
+@final
+class _ByName:
+    """``{postgres.port}`` in a template: the proxy the name stands for."""
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+
+    def __getitem__(self, name: str) -> Proxy:
+        return self._faults[name]

@@ -268,7 +268,7 @@ class Harness:
         unmet = judge_outcome(expect, outcome)
         if self._watchdog is not None:
             unmet += judge_stalls(
-                expect, [(stall.duration, _stall_site(stall)) for stall in self._watchdog.stalls]
+                expect, [(stall.duration, stall_site(stall)) for stall in self._watchdog.stalls]
             )
         if not unmet:
             return
@@ -427,7 +427,7 @@ def _machinery(record: TaskRecord) -> bool:
     return record.state in ("completed", "cancelled") and (site is None or not site.is_user)
 
 
-def _stall_site(stall: Stall) -> str:
+def stall_site(stall: Stall) -> str:
     site = stall.blocking_frame
     if site is None:
         return "an unknown place"
@@ -496,7 +496,7 @@ def timeline_of(
         ),
         stalls=tuple(
             StallSpan(
-                start=at(stall.started_at) or 0.0, duration=stall.duration, site=_stall_site(stall)
+                start=at(stall.started_at) or 0.0, duration=stall.duration, site=stall_site(stall)
             )
             for stall in stalls
         ),

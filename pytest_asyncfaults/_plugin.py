@@ -564,16 +564,6 @@ def chaos_scenario(request: pytest.FixtureRequest) -> Scenario:
     return scenario
 
 
-class _ProxyNames:
-    """Lets ``{postgres.port}`` in an env value name a proxy of the test."""
-
-    def __init__(self, faults: Faults) -> None:
-        self._faults = faults
-
-    def __getitem__(self, name: str) -> Proxy:
-        return self._faults[name]
-
-
 @pytest.fixture
 def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dict[str, str]]:
     """The ini key ``asyncfaults_env``, formatted with the test's proxies, set in os.environ.
@@ -583,11 +573,9 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dic
     env = {}
     for name, template in _env_lines(pytestconfig).items():
         try:
-            env[name] = template.format_map(_ProxyNames(faults))
-        except (KeyError, AttributeError, IndexError, ValueError, NotFoundError) as exc:
-            pytest.fail(
-                f"asyncfaults_env {name}={template!r} cannot be filled in: {exc}", pytrace=False
-            )
+            env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
+        except InvalidError as exc:
+            pytest.fail(str(exc), pytrace=False)
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:

@@ -29,7 +29,6 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import fields
-from ipaddress import ip_address
 from typing import Any, Final, final
 
 import uvicorn
@@ -60,6 +59,7 @@ from ._spec import (
     check_toxicity,
     check_type,
     format_address,
+    is_loopback,
     make_toxic,
     parse_address,
 )
@@ -531,15 +531,6 @@ def _say(message: str) -> None:
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # another host name: it may resolve anywhere
-
-
 def _bind(host: str, port: int) -> socket.socket:
     """The API's listening socket, bound before the loop starts, for a clean error."""
     host = host.strip("[]")
@@ -697,7 +688,7 @@ def run_serve(
     Prints one ready line on stdout once it accepts requests; every other
     word goes to stderr, so a parent can wait for that line alone.
     """
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         _say(
             f"refusing to serve on {host!r}: not a loopback address, and the API lets anyone "
             f"who reaches it open proxies and cut connections; use --allow-remote to serve "

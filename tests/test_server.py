@@ -32,7 +32,8 @@ from conftest import IO_TIMEOUT, Peer, connect, expect_closed, recv_exactly
 from pytest_asyncfaults import FaultCore, InvalidError
 from pytest_asyncfaults._config import ProxyConfig, load_proxy_config
 from pytest_asyncfaults._process import start_serve_process
-from pytest_asyncfaults._server import _is_loopback, toxiproxy_api
+from pytest_asyncfaults._server import toxiproxy_api
+from pytest_asyncfaults._spec import is_loopback
 
 PROCESS_TIMEOUT = 20.0
 """Bound on a ``serve`` child starting, answering or exiting."""
@@ -377,9 +378,9 @@ async def test_stats_extension(client: httpx.AsyncClient, echo_server: Peer) -> 
 
 def test_loopback_hosts() -> None:
     for host in ("127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]"):
-        assert _is_loopback(host), host
+        assert is_loopback(host), host
     for host in ("0.0.0.0", "", "::", "10.0.0.1", "example.com", "127.0.0.1.example.com"):
-        assert not _is_loopback(host), host
+        assert not is_loopback(host), host
 
 
 # -------------------------------------------------------------------- the config file

@@ -1,0 +1,385 @@
+"""``asyncfaults repro``: an incident from production, replayed against the app in one command.
+
+It starts the app in process (its lifespan, served as uvicorn serves it),
+puts fault proxies in front of the upstreams it is given, points the app at
+them through its environment, applies a scenario file or faults given on the
+command line, sends one request, and waits for the background work up to a
+deadline. It prints what became of that work, or the hang report: the await
+chain of what is stuck, and the faults active at that moment. The exit status
+says whether the app did what it must (0), did not (1: a hang, a failure
+nobody logged, a 5xx, an expectation of the scenario unmet), or the command
+line was wrong (2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TextIO, final
+
+import httpx
+
+from ._app import AppRunner, LifespanError, load_app, make_client
+from ._engine import Engine
+from ._exceptions import AsyncFaultsError, InvalidError
+from ._faults import Faults
+from ._harness import describe_faults, stall_site, timeline_of
+from ._monitor import HangError, TaskMonitor
+from ._outcome import Outcome
+from ._scenario import (
+    Expectations,
+    Scenario,
+    ScenarioError,
+    inline_scenario,
+    judge_outcome,
+    judge_stalls,
+    load_scenario,
+)
+from ._timeline import write_timeline
+from ._watchdog import LoopWatchdog
+
+DEFAULT_WITHIN: Final = 10.0
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+@final
+@dataclass
+class ReproRequest:
+    """The one request to send: ``POST /upload`` with a body, files, headers."""
+
+    method: str = "GET"
+    path: str = "/"
+    data: bytes | None = None
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@final
+@dataclass
+class ReproPlan:
+    """What ``asyncfaults repro`` was asked to do, checked."""
+
+    app: str
+    upstreams: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    scenario: Scenario | None = None
+    request: ReproRequest = field(default_factory=ReproRequest)
+    within: float | None = None
+    seed: int | None = None
+    startup_timeout: float = 10.0
+    app_dir: Path = field(default_factory=Path.cwd)
+    timeline: Path | None = None
+
+    @property
+    def deadline(self) -> float:
+        if self.within is not None:
+            return self.within
+        if self.scenario is not None and self.scenario.expect.settle is not None:
+            return self.scenario.expect.settle
+        return DEFAULT_WITHIN
+
+
+def make_plan(
+    *,
+    app: str,
+    proxies: Sequence[str],
+    env: Sequence[str],
+    scenario: str | None,
+    toxics: Sequence[str],
+    request: str,
+    data: str | None,
+    files: Sequence[str],
+    headers: Sequence[str],
+    within: float | None,
+    seed: int | None,
+    startup_timeout: float,
+    app_dir: str | None,
+    timeline: str | None,
+) -> ReproPlan:
+    """Check every part of the command line; the first bad one raises ``InvalidError``."""
+    upstreams = dict(_pairs("--proxy", proxies, "NAME=HOST:PORT, e.g. postgres=127.0.0.1:5432"))
+    if not upstreams:
+        raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
+    if scenario is not None and toxics:
+        raise InvalidError("--scenario and --toxic were both given: choose one")
+    plan_scenario: Scenario | None = None
+    if scenario is not None:
+        plan_scenario = load_scenario(Path(scenario))
+    elif toxics:
+        plan_scenario = inline_scenario(toxics)
+    for toxic in plan_scenario.toxics if plan_scenario is not None else ():
+        if toxic.proxy not in upstreams:
+            where = f"{scenario}: {toxic.key}.proxy" if scenario is not None else "--toxic proxy"
+            raise ScenarioError(
+                f"{where}={toxic.proxy!r} is not a proxy given with --proxy: expected one of "
+                f"{', '.join(upstreams)}"
+            )
+    method, _, path = request.strip().partition(" ")
+    method, path = method.upper(), path.strip() or "/"
+    if not method.isalpha() or not path.startswith("/"):
+        raise InvalidError(
+            f"--request={request!r} is not valid: expected 'METHOD /path', e.g. 'POST /upload'"
+        )
+    body: bytes | None = None
+    if data is not None:
+        body = _read(data[1:], "--data").encode() if data.startswith("@") else data.encode()
+    upload = []
+    for name, value in _pairs("--file", files, "FIELD=PATH, e.g. file=march.csv"):
+        if not Path(value).is_file():
+            raise InvalidError(f"--file {name}={value!r}: no such file")
+        upload.append((name, Path(value)))
+    header_list = []
+    for text in headers:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise InvalidError(f"--header={text!r} is not valid: expected 'Name: value'")
+        header_list.append((name.strip(), value.strip()))
+    if within is not None and not within > 0:
+        raise InvalidError(f"--within={within!r} is not valid: expected seconds > 0")
+    if not startup_timeout > 0:
+        raise InvalidError(
+            f"--startup-timeout={startup_timeout!r} is not valid: expected seconds > 0"
+        )
+    directory = Path(app_dir) if app_dir is not None else Path.cwd()
+    if not directory.is_dir():
+        raise InvalidError(f"--app-dir={app_dir!r}: no such directory")
+    return ReproPlan(
+        app=app,
+        upstreams=upstreams,
+        env=dict(_pairs("--env", env, "NAME=VALUE, e.g. DB_PORT={postgres.port}")),
+        scenario=plan_scenario,
+        request=ReproRequest(method, path, body, upload, header_list),
+        within=within,
+        seed=seed,
+        startup_timeout=startup_timeout,
+        app_dir=directory,
+        timeline=None if timeline is None else Path(timeline),
+    )
+
+
+def _pairs(option: str, values: Sequence[str], allowed: str) -> Iterator[tuple[str, str]]:
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InvalidError(f"{option}={text!r} is not valid: expected {allowed}")
+        yield name.strip(), value.strip()
+
+
+def _read(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidError(f"{option}=@{path}: cannot be read: {exc}") from None
+
+
+def run_repro(plan: ReproPlan, out: TextIO = sys.stdout) -> int:
+    """Run the plan; the exit status (see the module doc)."""
+    try:
+        with Engine(seed=plan.seed) as engine:
+            say(out, f"asyncfaults repro: {plan.app}, fault engine seed {engine.seed}")
+            # The app's whole run is bounded too: startup, the request, the
+            # deadline, shutdown, and the clean-up of each.
+            bound = plan.startup_timeout * 2 + plan.deadline * 2 + 30
+            return asyncio.run(asyncio.wait_for(_replay(plan, engine, out), bound))
+    except TimeoutError:
+        say(out, "asyncfaults repro: the app did not stop within its bounds; gave up")
+        return EXIT_FAILED
+    except AsyncFaultsError as exc:
+        say(out, f"asyncfaults repro: {exc}")
+        return EXIT_USAGE if isinstance(exc, InvalidError) else EXIT_FAILED
+
+
+def say(out: TextIO, text: str = "") -> None:
+    print(text, file=out, flush=True)
+
+
+async def _replay(plan: ReproPlan, engine: Engine, out: TextIO) -> int:
+    faults = Faults(engine)
+    saved_env = {name: os.environ.get(name) for name in plan.env}
+    sys.path.insert(0, str(plan.app_dir))
+    try:
+        for name, upstream in plan.upstreams.items():
+            proxy = await faults.create(name, upstream)
+            say(out, f"  proxy {name}: {proxy.listen} -> {proxy.upstream}")
+        for name, template in plan.env.items():
+            os.environ[name] = faults.fill(template, field=f"--env {name}")
+            say(out, f"  env {name}={os.environ[name]}")
+        try:
+            app = load_app(plan.app, field="APP")
+        except InvalidError:
+            raise
+        except Exception as exc:  # the app's own import failed: its message, not ours
+            raise InvalidError(
+                f"APP={plan.app!r}: importing it failed: {type(exc).__name__}: {exc}"
+            ) from None
+        return await _run_app(plan, app, faults, out)
+    finally:
+        await faults.aclose()
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(plan.app_dir))
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) -> int:
+    scenario = plan.scenario
+    expect = scenario.expect if scenario is not None else Expectations(logged=True)
+    monitor = TaskMonitor(
+        default_within=plan.deadline,
+        connections=lambda: _clients_open(faults),
+        faults_summary=lambda: describe_faults(faults),
+    ).install()
+    runner = AppRunner(
+        app,  # type: ignore[arg-type]
+        monitor,
+        startup_timeout=plan.startup_timeout,
+        shutdown_timeout=plan.startup_timeout,
+    )
+    started = time.monotonic()
+    watchdog = LoopWatchdog(
+        asyncio.get_running_loop(),
+        threshold=(expect.max_stall_ms or 100) / 1000,
+    )
+    status = EXIT_OK
+    failure = ""
+    try:
+        await runner.start()
+        watchdog.start()
+        async with contextlib.AsyncExitStack() as stack:
+            if scenario is not None:
+                for planned in scenario.toxics:
+                    await stack.enter_async_context(faults[planned.proxy].apply(planned.spec))
+                say(out, f"  faults ({scenario.name}): " + describe_plan(scenario))
+            status, failure = await _exchange(plan, runner, monitor, expect, watchdog, out)
+    except LifespanError as exc:
+        say(out, str(exc))
+        status, failure = EXIT_FAILED, "the app's lifespan did not start"
+    finally:
+        watchdog.stop()
+        client_timeline = None
+        if status != EXIT_OK:
+            client_timeline = _timeline(plan, monitor, faults, watchdog, started, failure)
+        await runner.stop()
+        monitor.uninstall()
+    if client_timeline is not None:
+        say(out, f"Timeline: {client_timeline} (open it in a browser)")
+    say(out, "result: " + ("OK" if status == EXIT_OK else f"FAILED: {failure}"))
+    return status
+
+
+async def _exchange(
+    plan: ReproPlan,
+    runner: AppRunner,
+    monitor: TaskMonitor,
+    expect: Expectations,
+    watchdog: LoopWatchdog,
+    out: TextIO,
+) -> tuple[int, str]:
+    """Send the request, wait for the background work, judge it."""
+    request = plan.request
+    async with contextlib.AsyncExitStack() as files:
+        client = await files.enter_async_context(make_client(runner))
+        opened = {
+            name: (path.name, files.enter_context(path.open("rb"))) for name, path in request.files
+        }
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(plan.deadline):
+                response = await client.request(
+                    request.method,
+                    request.path,
+                    content=request.data,
+                    files=opened or None,
+                    headers=request.headers,
+                )
+        except TimeoutError:
+            report = await monitor.hang_report(
+                monitor.pending(),
+                f"still pending: {request} got no response within {plan.deadline:g} s",
+            )
+            say(out, report)
+            return EXIT_FAILED, f"{request} got no response within {plan.deadline:g} s"
+        except httpx.HTTPError as exc:
+            return EXIT_FAILED, f"{request} failed: {type(exc).__name__}: {exc}"
+        took = time.monotonic() - sent
+        body = response.text if len(response.text) <= 300 else response.text[:300] + "..."
+        say(out, f"{request} -> {response.status_code} in {took:.2f} s: {body}")
+        say(out, f"waiting up to {plan.deadline:g} s for the background work...")
+        try:
+            outcome = await monitor.settle(plan.deadline)
+        except HangError as exc:
+            say(out, str(exc))
+            return EXIT_FAILED, exc.short or "hang"
+    _print_outcome(outcome, out)
+    unmet = judge_outcome(expect, outcome)
+    unmet += judge_stalls(
+        expect, [(stall.duration, stall_site(stall)) for stall in watchdog.stalls]
+    )
+    if response.status_code >= 500:
+        say(out, f"the app answered {response.status_code}")
+        return EXIT_FAILED, f"{request} answered {response.status_code}"
+    if unmet:
+        for item in unmet:
+            say(out, item.detail)
+        return EXIT_FAILED, "; ".join(item.short for item in unmet)
+    return EXIT_OK, ""
+
+
+def _print_outcome(outcome: Outcome, out: TextIO) -> None:
+    count = len(outcome)
+    say(out, f"background work settled in {outcome.elapsed:.2f} s: {count} task(s)")
+    for entry in outcome:
+        logged = ""
+        if entry.state == "failed":
+            logged = ", logged" if entry.logged else ", NOT logged"
+        say(out, f"  - {entry}{logged}")
+
+
+def describe_plan(scenario: Scenario) -> str:
+    return "; ".join(toxic.describe() for toxic in scenario.toxics) or "none"
+
+
+async def _clients_open(faults: Faults) -> dict[str, int]:
+    counts = {}
+    for proxy in faults:
+        counts[proxy.name] = (await proxy.read_stats()).clients_open
+    return counts
+
+
+def _timeline(
+    plan: ReproPlan,
+    monitor: TaskMonitor,
+    faults: Faults,
+    watchdog: LoopWatchdog,
+    started: float,
+    failure: str,
+) -> Path | None:
+    path = plan.timeline or Path(tempfile.gettempdir()) / "asyncfaults-repro.html"
+    timeline = timeline_of(
+        monitor,
+        journal=faults.journal,
+        stalls=watchdog.stalls,
+        started_at=started,
+        title=f"asyncfaults repro {plan.app}: {plan.request}",
+        summary=failure,
+        scenario=plan.scenario,
+    )
+    try:
+        return write_timeline(timeline, path)
+    except OSError:
+        return None

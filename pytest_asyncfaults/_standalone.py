@@ -1,0 +1,131 @@
+"""``asyncfaults proxy``: the fault proxy on its own, for a server the user runs.
+
+For poking at an app by hand (or from another tool) with no test around it:
+proxies to the given upstreams, with the faults given on the command line or
+in a scenario file, until interrupted (or for ``--duration`` seconds). The
+proxies' addresses are printed first, one line each, so a script can read
+them; the counters are printed at the end.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TextIO, final
+
+from ._engine import Engine
+from ._exceptions import AsyncFaultsError, InvalidError
+from ._scenario import Scenario, ScenarioError, inline_scenario, load_scenario
+from ._spec import format_address, is_loopback, parse_address
+
+
+@final
+@dataclass(frozen=True)
+class ProxyPlan:
+    """One proxy of ``asyncfaults proxy``: its name, where it listens, where it goes."""
+
+    name: str
+    upstream: str
+    listen: str = "127.0.0.1:0"
+
+
+def parse_proxies(values: Sequence[str], *, allow_remote: bool) -> list[ProxyPlan]:
+    """``NAME=HOST:PORT`` or ``NAME=HOST:PORT@LISTEN_HOST:LISTEN_PORT``, checked."""
+    plans = []
+    for text in values:
+        name, sep, rest = text.partition("=")
+        upstream, at, listen = rest.partition("@")
+        if not sep or not name.strip() or not upstream.strip():
+            raise InvalidError(
+                f"--proxy={text!r} is not valid: expected NAME=HOST:PORT[@LISTEN_HOST:PORT], "
+                f"e.g. postgres=127.0.0.1:5432@127.0.0.1:15432"
+            )
+        parse_address(f"--proxy {name} upstream", upstream.strip())
+        listen = listen.strip() if at else "127.0.0.1:0"
+        host, port = parse_address(f"--proxy {name} listen", listen)
+        if not allow_remote and not is_loopback(host):
+            raise InvalidError(
+                f"--proxy {name} listen={listen!r} is not a loopback address: anyone who "
+                f"reaches it could use the proxy; add --allow-remote to listen there anyway"
+            )
+        plans.append(ProxyPlan(name.strip(), upstream.strip(), format_address(host, port)))
+    if not plans:
+        raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
+    names = [plan.name for plan in plans]
+    if len(set(names)) != len(names):
+        raise InvalidError(f"--proxy names must be unique: {', '.join(names)}")
+    return plans
+
+
+def run_proxy(
+    *,
+    proxies: Sequence[str],
+    toxics: Sequence[str],
+    scenario: str | None,
+    seed: int | None,
+    duration: float | None,
+    allow_remote: bool,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run until SIGINT/SIGTERM or ``duration``; 0 on a clean stop, 1 on failure, 2 on usage."""
+    try:
+        plans = parse_proxies(proxies, allow_remote=allow_remote)
+        if scenario is not None and toxics:
+            raise InvalidError("--scenario and --toxic were both given: choose one")
+        if duration is not None and not duration > 0:
+            raise InvalidError(f"--duration={duration!r} is not valid: expected seconds > 0")
+        plan: Scenario | None = None
+        if scenario is not None:
+            plan = load_scenario(Path(scenario))
+        elif toxics:
+            plan = inline_scenario(toxics)
+        known = {p.name for p in plans}
+        for toxic in plan.toxics if plan is not None else ():
+            if toxic.proxy not in known:
+                where = f"{scenario}: {toxic.key}.proxy" if scenario else "--toxic proxy"
+                raise ScenarioError(
+                    f"{where}={toxic.proxy!r} is not a proxy given with --proxy: "
+                    f"expected one of {', '.join(sorted(known))}"
+                )
+    except InvalidError as exc:
+        print(f"asyncfaults proxy: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Engine(seed=seed) as engine:
+            for proxy in plans:
+                info = engine.create_proxy(proxy.name, proxy.upstream, proxy.listen)
+                print(f"{proxy.name}: listening on {info.listen} -> {info.upstream}", file=out)
+            for toxic in plan.toxics if plan is not None else ():
+                engine.add_toxic(toxic.proxy, toxic.spec)
+                print(f"fault {toxic.describe()}", file=out)
+            until = f"for {duration:g} s" if duration is not None else "until interrupted"
+            print(f"asyncfaults proxy: seed {engine.seed}, running {until}", file=out, flush=True)
+            stop.wait(duration)
+            for proxy in plans:
+                stats = engine.stats(proxy.name)
+                print(
+                    f"{proxy.name}: {stats.accepted} accepted, {stats.open} open, "
+                    f"{stats.bytes_upstream} bytes up, {stats.bytes_downstream} bytes down, "
+                    f"{stats.upstream_errors} upstream errors, toxics hit "
+                    f"{dict(stats.toxics_hit) or 'none'}",
+                    file=out,
+                    flush=True,
+                )
+    except AsyncFaultsError as exc:
+        print(f"asyncfaults proxy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
