@@ -298,8 +298,8 @@ def _expectations(reader: _Reader, table: Mapping[str, Any]) -> Expectations:
         if name in table:
             values[name] = reader.flag(f"expect.{name}", table[name])
     if "max_stall_ms" in table:
-        stall = reader.ms("expect.max_stall_ms", table["max_stall_ms"])
-        if stall == 0:
+        stall = table["max_stall_ms"]
+        if isinstance(stall, bool) or not isinstance(stall, int) or stall <= 0:
             raise reader.fail("expect.max_stall_ms", stall, "a whole number of milliseconds > 0")
         values["max_stall_ms"] = stall
     return Expectations(**values)
