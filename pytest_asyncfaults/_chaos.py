@@ -168,7 +168,7 @@ class ChaosMatrix:
         if not self.rows:
             return
         terminalreporter.write_sep("=", "asyncfaults chaos matrix")
-        for line in format_matrix(list(self.rows.values()), terminalreporter._tw.fullwidth):
+        for line in format_matrix(list(self.rows.values())):
             failed = "FAILED" in line or "ERROR" in line
             terminalreporter.write_line(line, red=failed, bold=failed)
         path = report_path(self.config)
@@ -232,23 +232,35 @@ def report_path(config: pytest.Config) -> Path | None:
     return None
 
 
-def format_matrix(rows: Sequence[MatrixRow], width: int = 100) -> list[str]:
-    """Scenario down, test across; each cell "passed" or "FAILED: a few words"."""
+def format_matrix(rows: Sequence[MatrixRow]) -> list[str]:
+    """Scenario down, test across, a word a cell; then each failure's reason, in full."""
     tests = list(dict.fromkeys(row.test for row in rows))
     scenarios = sorted(dict.fromkeys(row.scenario for row in rows))
-    cells = {(row.scenario, row.test): _cell(row) for row in rows}
+    verdicts = {(row.scenario, row.test): row for row in rows}
+    labels = _column_labels(tests)
     first = max(len("scenario"), *(len(name) for name in scenarios)) + 2
-    short = [test.rsplit("::", 1)[-1] for test in tests]
-    room = max(20, (width - first) // max(1, len(tests)) - 2)
-    column = min(room, max(len(name) for name in [*short, *cells.values()]))
-    lines = ["scenario".ljust(first) + "  ".join(name[:column].ljust(column) for name in short)]
+    widths = [max(len(label), len("skipped")) for label in labels]
+    lines = [
+        "scenario".ljust(first)
+        + "  ".join(name.ljust(w) for name, w in zip(labels, widths, strict=True))
+    ]
     for scenario in scenarios:
-        line = scenario.ljust(first) + "  ".join(
-            _clip(cells.get((scenario, test), "-"), column).ljust(column) for test in tests
-        )
-        lines.append(line.rstrip())
-    if len(tests) > 1 or short[0] != tests[0]:
-        lines += ["", *(f"{name}: {test}" for name, test in zip(short, tests, strict=True))]
+        cells = []
+        for test, column in zip(tests, widths, strict=True):
+            row = verdicts.get((scenario, test))
+            cells.append(
+                ("-" if row is None else _WORDS.get(row.outcome, row.outcome)).ljust(column)
+            )
+        lines.append((scenario.ljust(first) + "  ".join(cells)).rstrip())
+    failed = [row for row in rows if row.outcome in ("failed", "error")]
+    if failed:
+        lines.append("")
+        for row in sorted(failed, key=lambda row: (row.test, row.scenario)):
+            label = labels[tests.index(row.test)]
+            head = f"{_WORDS[row.outcome]} {row.scenario} x {label}: "
+            lines.append(head + (row.reason or "(no reason given)"))
+    if labels != tests:
+        lines += ["", *(f"{label} = {test}" for label, test in zip(labels, tests, strict=True))]
     counts = {outcome: sum(1 for row in rows if row.outcome == outcome) for outcome in _WORDS}
     lines.append(
         ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
@@ -258,16 +270,16 @@ def format_matrix(rows: Sequence[MatrixRow], width: int = 100) -> list[str]:
     return lines
 
 
+def _column_labels(tests: Sequence[str]) -> list[str]:
+    """As short as the columns can be told apart: ``[buggy]`` when only parameters differ."""
+    names = [test.rsplit("::", 1)[-1] for test in tests]
+    bases = {name.split("[", 1)[0] for name in names}
+    if len(bases) == 1 and len(names) > 1 and all("[" in name for name in names):
+        return ["[" + name.split("[", 1)[1] for name in names]
+    return names if len(set(names)) == len(names) else list(tests)
+
+
 _WORDS: Final = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "skipped": "skipped"}
-
-
-def _cell(row: MatrixRow) -> str:
-    word = _WORDS.get(row.outcome, row.outcome)
-    return f"{word}: {row.reason}" if row.reason and row.outcome != "passed" else word
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def scenario_of(item: pytest.Item) -> Scenario | None:
