@@ -127,7 +127,7 @@ def make_plan(
                 f"{', '.join(upstreams)}"
             )
     method, _, path = request.strip().partition(" ")
-    method, path = method.upper(), path.strip() or "/"
+    method, path = method.upper(), path.strip()
     if not method.isalpha() or not path.startswith("/"):
         raise InvalidError(
             f"--request={request!r} is not valid: expected 'METHOD /path', e.g. 'POST /upload'"
@@ -194,10 +194,10 @@ def run_repro(plan: ReproPlan, out: TextIO = sys.stdout) -> int:
             bound = plan.startup_timeout * 2 + plan.deadline * 2 + 30
             return asyncio.run(asyncio.wait_for(_replay(plan, engine, out), bound))
     except TimeoutError:
-        say(out, "asyncfaults repro: the app did not stop within its bounds; gave up")
+        say(sys.stderr, "asyncfaults repro: the app did not stop within its bounds; gave up")
         return EXIT_FAILED
     except AsyncFaultsError as exc:
-        say(out, f"asyncfaults repro: {exc}")
+        say(sys.stderr, f"asyncfaults repro: {exc}")
         return EXIT_USAGE if isinstance(exc, InvalidError) else EXIT_FAILED
 
 
