@@ -304,10 +304,15 @@ class Harness:
                 with contextlib.suppress(RuntimeError):  # a frame still running
                     traceback.clear_frames(exc.__traceback__)
 
-    async def _leaks(self) -> list[tuple[str, str, str]]:
-        policy = self.settings.leaks
+    def _leak_policy(self) -> str:
+        """The ``leaks`` setting, unless the scenario says ``no_leaks``: the same for the
+        test's tasks and the lifespan's (after a settle, the lifespan's are the ones left)."""
         if self.scenario is not None and self.scenario.expect.no_leaks is not None:
-            policy = "fail" if self.scenario.expect.no_leaks else "off"
+            return "fail" if self.scenario.expect.no_leaks else "off"
+        return self.settings.leaks
+
+    async def _leaks(self) -> list[tuple[str, str, str]]:
+        policy = self._leak_policy()
         stuck = await self.monitor.wait(0 if policy == "off" else self.settings.leak_grace)
         stuck = [
             record
@@ -353,7 +358,11 @@ class Harness:
     def _policed(self, found: list[detectors.Finding]) -> list[tuple[str, str, str]]:
         kept = []
         for finding in found:
-            policy = getattr(self.settings, finding.detector)
+            policy = (
+                self._leak_policy()
+                if finding.detector == "leaks"
+                else getattr(self.settings, finding.detector)
+            )
             if policy != "off" and not finding.allowed_by(self.settings.allow):
                 kept.append((policy, detectors.report([finding]), str(finding)))
         return kept
