@@ -93,7 +93,13 @@ class ChaosMatrix:
         marker = metafunc.definition.get_closest_marker("chaos")
         if marker is None:
             return
-        scenarios = self.select(marker.args, metafunc.definition.nodeid)
+        try:
+            scenarios = self.select(marker.args, metafunc.definition.nodeid)
+        except pytest.UsageError as exc:
+            # Raised while its module is collected, a usage error is that collector's
+            # crash: its message under a page of pytest's and pluggy's frames. A
+            # collection error is the message alone (and the run stops before any test).
+            raise pytest.Collector.CollectError(str(exc)) from None
         if FIXTURE not in metafunc.fixturenames:
             metafunc.fixturenames.append(FIXTURE)
         metafunc.parametrize(
