@@ -160,7 +160,7 @@ def setup_suite(pytester: pytest.Pytester, runner: str, tests: str) -> tuple[str
         )
     pytester.makeconftest(conftest)
     pytester.makeini(f"[pytest]\n{ini}")
-    pytester.makepyfile(test_scenario=header + textwrap.dedent(tests))
+    pytester.makepyfile(test_app_suite=header + textwrap.dedent(tests))
     pytester.syspathinsert()
     return args
 
@@ -298,7 +298,7 @@ def test_assert_logged_fails_clearly_when_nothing_logged(
         [
             "*expected each KeyError of the background work to be logged at ERROR with its "
             "traceback, but these were not:*",
-            "*Task 'Task-*', a task of the test, created at test_scenario.py:*: failed with "
+            "*Task 'Task-*', a task of the test, created at test_app_suite.py:*: failed with "
             "KeyError: 'lost'*",
         ]
     )
@@ -327,7 +327,7 @@ def test_a_leaked_task_fails_the_test_and_the_next_one_is_clean(
     result.stdout.fnmatch_lines(
         [
             "*asyncfaults: 1 background task still running when the test ended*",
-            "*Task 'forgotten', a task of the test, created at test_scenario.py:*",
+            "*Task 'forgotten', a task of the test, created at test_app_suite.py:*",
         ]
     )
 
