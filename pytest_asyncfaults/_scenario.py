@@ -21,7 +21,8 @@ a typo must say which typo::
     [expect]                         # checked after the test body
     settle = 10                      # s for the background work to settle
     outcome = "failed"               # "completed", "failed" or "any"
-    exception = "TimeoutError"       # with "failed": the type or a base class, by name
+    exception = "TimeoutError"       # with "failed": the type or a base class, by name,
+                                     # of the failure or of what it was raised from
     logged = true                    # each failure logged at ERROR with its traceback
     cleaned_up = true                # nothing pending, proxy connections back to before
     no_leaks = true                  # no task of the test left running at its end
@@ -496,6 +497,23 @@ def exception_matches(exception: BaseException, type_name: str) -> bool:
     return False
 
 
+def failure_matches(exception: BaseException, type_name: str) -> bool:
+    """``exception_matches`` for the exception or one it was raised from or while handling.
+
+    A failure is "a timeout" when a timeout started it, whatever the clean-up
+    raised on top (asyncpg's rollback on a connection the timeout closed raises
+    ``InterfaceError`` while handling the ``TimeoutError``).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen:
+        if exception_matches(current, type_name):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @final
 @dataclass(frozen=True)
 class Unmet:
@@ -530,7 +548,7 @@ def judge_outcome(expect: Expectations, outcome: Outcome) -> list[Unmet]:
         matching = [
             entry
             for entry in outcome.failures
-            if entry.exception is not None and exception_matches(entry.exception, wanted)
+            if entry.exception is not None and failure_matches(entry.exception, wanted)
         ]
         if not matching:
             seen = ", ".join(
@@ -538,7 +556,8 @@ def judge_outcome(expect: Expectations, outcome: Outcome) -> list[Unmet]:
             )
             unmet.append(
                 Unmet(
-                    f"expected a {wanted}, got: {seen or 'no background task'}",
+                    f"expected {'a failure' if expect.exception is None else 'a ' + wanted}, "
+                    f"got: {seen or 'no background task'}",
                     f"expected the background work to fail with {wanted} within "
                     f"{outcome.within:g} s, but it was:\n"
                     + ("\n".join(f"  - {entry}" for entry in entries) or "  (no background task)"),

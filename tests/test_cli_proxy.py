@@ -57,7 +57,8 @@ def test_a_latency_on_a_standalone_proxy_until_interrupted(echo_server: Peer) ->
         process.kill()
         process.wait(RUN_BOUND)
     assert process.returncode == 0, err
-    assert "db: 1 accepted, 0 open, 4 bytes up, 4 bytes down" in out
+    assert "db: 1 accepted, " in out  # (open: 0 or 1, as the close may still be under way)
+    assert ", 4 bytes up, 4 bytes down" in out
     assert "{'latency_downstream': 1}" in out
 
 

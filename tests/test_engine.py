@@ -170,7 +170,8 @@ def test_a_client_that_closed_is_not_counted_as_holding_its_connection(
     server = peer_factory(sink)
     info = engine.create_proxy("p", server.address)
     engine.add_toxic(
-        "p", make_toxic("bandwidth", stream="upstream", attributes={"rate": 1})  # 1 KB/s
+        "p",
+        make_toxic("bandwidth", stream="upstream", attributes={"rate": 1}),  # 1 KB/s
     )
     with connect(info.listen) as sock:
         sock.sendall(b"x" * 20_000)  # 20 s of it

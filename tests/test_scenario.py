@@ -20,6 +20,7 @@ from pytest_asyncfaults._scenario import (
     ScenarioError,
     Unmet,
     exception_matches,
+    failure_matches,
     inline_scenario,
     judge_outcome,
     judge_stalls,
@@ -658,6 +659,27 @@ def test_exception_matches_by_name_along_the_classes(
     assert exception_matches(exception, name) is matches
 
 
+def test_a_failure_matches_what_it_was_raised_from_or_while_handling() -> None:
+    """A timeout whose clean-up raised something else is still a timeout's failure."""
+    try:
+        try:
+            raise TimeoutError
+        except TimeoutError:
+            raise ConnectionResetError("the rollback found the connection closed")  # noqa: B904
+    except ConnectionResetError as exc:
+        during = exc  # raised while handling: its __context__
+    try:
+        raise KeyError("x") from ValueError("y")
+    except KeyError as exc:
+        caused = exc  # raised from: its __cause__
+    assert failure_matches(during, "TimeoutError")
+    assert not exception_matches(during, "TimeoutError")  # the class alone does not
+    assert failure_matches(caused, "ValueError")
+    assert not failure_matches(caused, "TimeoutError")
+    outcome = Outcome(entries=(task("job", "failed", during),), within=5.0, elapsed=1.0)
+    assert judge_outcome(Expectations(outcome="failed", exception="TimeoutError"), outcome) == []
+
+
 # -- judging an outcome ---------------------------------------------------------------
 
 
@@ -745,7 +767,7 @@ def test_expected_a_failure_of_one_type_but_another() -> None:
 
 def test_expected_a_failure_but_everything_completed() -> None:
     (unmet,) = judge_outcome(Expectations(outcome="failed"), outcome(task("job")))
-    assert unmet.short == "expected a Exception, got: 'job' completed"
+    assert unmet.short == "expected a failure, got: 'job' completed"
     (unmet,) = judge_outcome(Expectations(outcome="failed", exception="TimeoutError"), outcome())
     assert unmet.short == "expected a TimeoutError, got: no background task"
     assert unmet.detail.endswith("but it was:\n  (no background task)")
