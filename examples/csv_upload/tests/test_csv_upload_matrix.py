@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,55 @@ def test_a_seed_decides_the_flaky_draw_the_same_way_on_every_run(
     assert outcomes[CLEAN_SEED] == [("passed", ""), ("passed", "")]
     # Run alone (-k) or after eight other scenarios on the same proxy: the same draw.
     assert verdicts(buggy_matrix)["flaky_30"] == reset
+
+
+def test_the_timeline_of_the_hang_shows_it_in_a_browser(buggy_matrix: dict[str, Any]) -> None:
+    """The picture the failure report points at, as Chromium draws it."""
+    from test_timeline import parse
+    from test_timeline_browser import decode_png, find_chromium, paint, start_chromium
+
+    from pytest_asyncfaults._timeline import FAULT, PENDING
+
+    (row,) = [row for row in buggy_matrix["results"] if row["scenario"] == "db_blackhole"]
+    page = Path(row["timeline"])
+    assert f"Timeline of this test: {page} (open it in a browser)" in buggy_matrix["output"]
+    binary = find_chromium()
+    with tempfile.TemporaryDirectory(prefix="asyncfaults-chromium-") as name:
+        workdir = Path(name)
+        screenshot = workdir / "hang.png"
+        runs = [start_chromium(binary, workdir, "dom", "--dump-dom", page.as_uri())]
+        try:
+            runs.append(
+                start_chromium(
+                    binary,
+                    workdir,
+                    "shot",
+                    f"--screenshot={screenshot}",
+                    "--window-size=1400,900",
+                    page.as_uri(),
+                )
+            )
+        finally:
+            for run in runs:
+                run.stop()
+        dom = parse(runs[0].output())
+        runs[1].output()
+        image = decode_png(screenshot.read_bytes())
+    # The upload's background work, pending until the deadline, with its await chain:
+    (job,) = dom.find_all("g", "bar", "task", "pending")
+    label = job.attrs["data-label"]
+    assert label.startswith("ASGI POST /upload #"), label
+    assert "state: pending" in job.title()
+    chain = dom.one("details", "chain", label=label).one("pre").text()
+    assert "conn = await asyncpg.connect(settings.database_url)  # BUG: no timeout" in chain
+    # ...under the postgres proxy's blackhole, on for the whole test,
+    fault = dom.one("g", "bar", "fault", proxy="postgres")
+    assert fault.attrs["data-label"] == "timeout downstream timeout=0"
+    # ...up to the settle deadline of the scenario.
+    assert "settle deadline (5 s)" in dom.one("g", "mark").text()
+    assert "scenario: db_blackhole" in " ".join(dom.text().split())
+    # And it is painted: a long red bar under a long amber one.
+    hung, faulted = paint(image, PENDING), paint(image, FAULT)
+    assert hung.longest > 600, hung
+    assert faulted.longest > 600, faulted
+    assert hung.row > faulted.row, (hung, faulted)
