@@ -227,15 +227,21 @@ SEED_KEY = pytest.StashKey[int | None]()
 """The run's seed, for the JSON report (set by the plugin when the engine starts)."""
 
 
-def report_path(config: pytest.Config) -> Path | None:
-    given = config.getoption("asyncfaults_report")
+def path_setting(config: pytest.Config, name: str) -> Path | None:
+    """``--asyncfaults-NAME`` (from the current directory), else the ini key
+    ``asyncfaults_NAME`` (from the ini file's directory), as an absolute path."""
+    given = config.getoption(f"asyncfaults_{name}")
     if given:
         return Path(given).resolve()
-    ini = config.getini("asyncfaults_report")
+    ini = config.getini(f"asyncfaults_{name}")
     if ini:
         base = config.inipath.parent if config.inipath is not None else config.rootpath
         return (base / str(ini)).resolve()
     return None
+
+
+def report_path(config: pytest.Config) -> Path | None:
+    return path_setting(config, "report")
 
 
 def format_matrix(rows: Sequence[MatrixRow]) -> list[str]:

@@ -122,16 +122,20 @@ class Outcome:
             )
         return self
 
+    def connections_changed(self) -> dict[str, tuple[int, int]]:
+        """Per proxy whose count moved: (open before the first request, open now)."""
+        return {
+            name: (self.connections_before.get(name, 0), count)
+            for name, count in self.connections_after.items()
+            if count != self.connections_before.get(name, 0)
+        }
+
     def assert_cleaned_up(self) -> Outcome:
         """Nothing of the test is still pending, and proxy connections are back to before."""
         pending = [entry for entry in self.entries if entry.state == "pending"]
         if pending:
             self._fail("no background task left pending")
-        changed = {
-            name: (self.connections_before.get(name, 0), count)
-            for name, count in self.connections_after.items()
-            if count != self.connections_before.get(name, 0)
-        }
+        changed = self.connections_changed()
         if changed:
             details = ", ".join(
                 f"{name}: {before} open before the first request, {after} now"

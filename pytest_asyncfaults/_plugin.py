@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from ._chaos import FIXTURE as CHAOS_FIXTURE
-from ._chaos import SEED_KEY, ChaosMatrix, load_configured, scenario_of
+from ._chaos import SEED_KEY, ChaosMatrix, load_configured, path_setting, scenario_of
 from ._engine import Engine
 from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
@@ -533,13 +533,9 @@ def harness_of(item: pytest.Item) -> Harness | None:
 
 
 def _timeline_dir(config: pytest.Config) -> Path:
-    given = config.getoption("asyncfaults_timeline_dir")
-    if given:
-        return Path(given).resolve()
-    ini = config.getini("asyncfaults_timeline_dir")
-    if ini:
-        base = config.inipath.parent if config.inipath is not None else config.rootpath
-        return (base / str(ini)).resolve()
+    given = path_setting(config, "timeline_dir")
+    if given is not None:
+        return given
     cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("asyncfaults-timelines"))

@@ -576,11 +576,7 @@ def judge_outcome(expect: Expectations, outcome: Outcome) -> list[Unmet]:
                 )
             )
     if expect.cleaned_up:
-        changed = {
-            name: (outcome.connections_before.get(name, 0), count)
-            for name, count in outcome.connections_after.items()
-            if count != outcome.connections_before.get(name, 0)
-        }
+        changed = outcome.connections_changed()
         if changed:
             words = ", ".join(
                 f"{name} {after} open (was {before})" for name, (before, after) in changed.items()
