@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
-from ._exceptions import AlreadyExistsError, EngineError, InvalidError, NotFoundError
+from ._exceptions import (
+    AlreadyExistsError,
+    AsyncFaultsError,
+    EngineError,
+    InvalidError,
+    NotFoundError,
+)
 from ._host import ProxyHost
 from ._spec import ToxicSpec, check_name, make_toxic
 from ._stats import ProxyInfo, ProxyStats
@@ -446,6 +452,19 @@ class Faults:
                 f"{field}={template!r} cannot be filled in ({exc}): expected {{name.port}}, "
                 f"{{name.host}} or {{name.listen}} of a proxy (proxies: {known})"
             ) from None
+
+    async def clients_open(self) -> dict[str, int]:
+        """Per proxy, connections its clients still hold (proxies whose server keeps no
+        counters, a real Toxiproxy, are left out).
+
+        A connection the app closed counts as closed even while the proxy still
+        delivers what it sent before (a bandwidth toxic can take long over it).
+        """
+        counts = {}
+        for proxy in self:
+            with contextlib.suppress(AsyncFaultsError):
+                counts[proxy.name] = (await proxy.read_stats()).clients_open
+        return counts
 
     def release(self) -> None:
         """Stop noting faults of the proxies this object was lent (they outlive the test)."""

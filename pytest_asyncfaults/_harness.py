@@ -97,7 +97,7 @@ def _first_line(text: str) -> str:
 
 
 def _shorten(text: str, limit: int = 110) -> str:
-    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    line = " ".join(_first_line(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
@@ -272,11 +272,10 @@ class Harness:
             )
         if not unmet:
             return
-        faults = "; ".join(toxic.describe() for toxic in scenario.toxics) or "none"
         error = ExpectationError(
             f"asyncfaults: scenario {scenario.name!r} ({scenario.source}): "
             f"{len(unmet)} expectation{'s' if len(unmet) != 1 else ''} not met\n"
-            f"  faults: {faults}\n"
+            f"  faults: {scenario.describe_faults()}\n"
             f"  expected: {expect.describe()}\n\n" + "\n\n".join(item.detail for item in unmet)
         )
         error.short = "; ".join(item.short for item in unmet)

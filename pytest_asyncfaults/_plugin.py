@@ -500,18 +500,9 @@ def tasks(
     from ._harness import Harness, describe_faults
     from ._monitor import TaskMonitor
 
-    async def connections() -> dict[str, int]:
-        counts = {}
-        for proxy in faults:
-            with contextlib.suppress(AsyncFaultsError):
-                # What the app still holds: a connection it closed counts as closed
-                # even while the proxy delivers what it sent before (a bandwidth toxic).
-                counts[proxy.name] = (await proxy.read_stats()).clients_open
-        return counts
-
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
-        connections=connections,
+        connections=faults.clients_open,
         faults_summary=lambda: describe_faults(faults),
     ).install()
     harness = Harness(monitor, asyncfaults_settings, request.node, faults)

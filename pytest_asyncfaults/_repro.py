@@ -36,11 +36,9 @@ from ._outcome import Outcome
 from ._scenario import (
     Expectations,
     Scenario,
-    ScenarioError,
-    inline_scenario,
     judge_outcome,
     judge_stalls,
-    load_scenario,
+    scenario_from_options,
 )
 from ._timeline import write_timeline
 from ._watchdog import LoopWatchdog
@@ -112,20 +110,7 @@ def make_plan(
     upstreams = dict(_pairs("--proxy", proxies, "NAME=HOST:PORT, e.g. postgres=127.0.0.1:5432"))
     if not upstreams:
         raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
-    if scenario is not None and toxics:
-        raise InvalidError("--scenario and --toxic were both given: choose one")
-    plan_scenario: Scenario | None = None
-    if scenario is not None:
-        plan_scenario = load_scenario(Path(scenario))
-    elif toxics:
-        plan_scenario = inline_scenario(toxics)
-    for toxic in plan_scenario.toxics if plan_scenario is not None else ():
-        if toxic.proxy not in upstreams:
-            where = f"{scenario}: {toxic.key}.proxy" if scenario is not None else "--toxic proxy"
-            raise ScenarioError(
-                f"{where}={toxic.proxy!r} is not a proxy given with --proxy: expected one of "
-                f"{', '.join(upstreams)}"
-            )
+    plan_scenario = scenario_from_options(scenario, toxics, upstreams)
     method, _, path = request.strip().partition(" ")
     method, path = method.upper(), path.strip()
     if not method.isalpha() or not path.startswith("/"):
@@ -241,7 +226,7 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
     expect = scenario.expect if scenario is not None else Expectations(logged=True)
     monitor = TaskMonitor(
         default_within=plan.deadline,
-        connections=lambda: _clients_open(faults),
+        connections=faults.clients_open,
         faults_summary=lambda: describe_faults(faults),
     ).install()
     runner = AppRunner(
@@ -264,7 +249,7 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
             if scenario is not None:
                 for planned in scenario.toxics:
                     await stack.enter_async_context(faults[planned.proxy].apply(planned.spec))
-                say(out, f"  faults ({scenario.name}): " + describe_plan(scenario))
+                say(out, f"  faults ({scenario.name}): " + scenario.describe_faults())
             status, failure = await _exchange(plan, runner, monitor, expect, watchdog, out)
     except LifespanError as exc:
         say(out, str(exc))
@@ -348,17 +333,6 @@ def _print_outcome(outcome: Outcome, out: TextIO) -> None:
         if entry.state == "failed":
             logged = ", logged" if entry.logged else ", NOT logged"
         say(out, f"  - {entry}{logged}")
-
-
-def describe_plan(scenario: Scenario) -> str:
-    return "; ".join(toxic.describe() for toxic in scenario.toxics) or "none"
-
-
-async def _clients_open(faults: Faults) -> dict[str, int]:
-    counts = {}
-    for proxy in faults:
-        counts[proxy.name] = (await proxy.read_stats()).clients_open
-    return counts
 
 
 def _timeline(

@@ -156,6 +156,9 @@ class Scenario:
         """How error messages name it: its file, or its name for one built in code."""
         return str(self.path) if self.path is not None else f"scenario {self.name!r}"
 
+    def describe_faults(self) -> str:
+        return "; ".join(toxic.describe() for toxic in self.toxics) or "none"
+
     @property
     def proxies(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(toxic.proxy for toxic in self.toxics))
@@ -458,6 +461,28 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
             )
     scenario = parse_scenario({"faults": [table]}, name="inline", source=f"{field}={text!r}")
     return replace(scenario.toxics[0], key=field)
+
+
+def scenario_from_options(
+    file: str | None, toxics: Sequence[str], proxies: Iterable[str]
+) -> Scenario | None:
+    """What ``--scenario FILE`` or ``--toxic ...`` of a command say, on the ``--proxy`` names."""
+    if file is not None and toxics:
+        raise InvalidError("--scenario and --toxic were both given: choose one")
+    scenario = load_scenario(Path(file)) if file is not None else None
+    if scenario is None and toxics:
+        scenario = inline_scenario(toxics)
+    if scenario is None:
+        return None
+    known = list(proxies)
+    for toxic in scenario.toxics:
+        if toxic.proxy not in known:
+            where = f"{scenario.source}: {toxic.key}.proxy" if file is not None else "--toxic proxy"
+            raise ScenarioError(
+                f"{where}={toxic.proxy!r} is not a proxy given with --proxy: expected one of "
+                f"{', '.join(known)}"
+            )
+    return scenario
 
 
 def inline_scenario(texts: Sequence[str], *, field: str = "--toxic") -> Scenario:

@@ -14,13 +14,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import TextIO, final
 
 from ._engine import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
-from ._scenario import Scenario, ScenarioError, inline_scenario, load_scenario
+from ._scenario import scenario_from_options
 from ._spec import format_address, is_loopback, parse_address
 
 
@@ -75,23 +74,9 @@ def run_proxy(
     """Run until SIGINT/SIGTERM or ``duration``; 0 on a clean stop, 1 on failure, 2 on usage."""
     try:
         plans = parse_proxies(proxies, allow_remote=allow_remote)
-        if scenario is not None and toxics:
-            raise InvalidError("--scenario and --toxic were both given: choose one")
         if duration is not None and not duration > 0:
             raise InvalidError(f"--duration={duration!r} is not valid: expected seconds > 0")
-        plan: Scenario | None = None
-        if scenario is not None:
-            plan = load_scenario(Path(scenario))
-        elif toxics:
-            plan = inline_scenario(toxics)
-        known = {p.name for p in plans}
-        for toxic in plan.toxics if plan is not None else ():
-            if toxic.proxy not in known:
-                where = f"{scenario}: {toxic.key}.proxy" if scenario else "--toxic proxy"
-                raise ScenarioError(
-                    f"{where}={toxic.proxy!r} is not a proxy given with --proxy: "
-                    f"expected one of {', '.join(sorted(known))}"
-                )
+        plan = scenario_from_options(scenario, toxics, (proxy.name for proxy in plans))
     except InvalidError as exc:
         print(f"asyncfaults proxy: {exc}", file=sys.stderr)
         return 2
