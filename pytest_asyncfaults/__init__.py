@@ -20,12 +20,12 @@ from ._services import PostgresServer as PostgresServer
 from ._services import ReceivedMail as ReceivedMail
 from ._services import ServiceError as ServiceError
 from ._services import SmtpServer as SmtpServer
-from ._spec import ConnectionSelector as ConnectionSelector
-from ._spec import ToxicSpec as ToxicSpec
-from ._spec import make_toxic as make_toxic
 from ._stats import ProxyInfo as ProxyInfo
 from ._stats import ProxyStats as ProxyStats
 from ._toxics import TOXIC_TYPES as TOXIC_TYPES
+from ._toxics._spec import ConnectionSelector as ConnectionSelector
+from ._toxics._spec import ToxicSpec as ToxicSpec
+from ._toxics._spec import make_toxic as make_toxic
 
 __version__ = "0.1.0"
 

@@ -29,8 +29,8 @@ from ._exceptions import (
     NotFoundError,
 )
 from ._host import ProxyHost
-from ._spec import ToxicSpec, check_name, make_toxic
 from ._stats import ProxyInfo, ProxyStats
+from ._toxics._spec import ToxicSpec, check_name, make_toxic
 
 Host = ProxyHost[Any]
 

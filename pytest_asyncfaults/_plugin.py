@@ -37,7 +37,7 @@ from ._process import ServeProcess, start_serve_process
 from ._scenario import Scenario
 from ._services import PostgresServer, Services, SmtpServer, parse_dsn
 from ._settings import Settings, resolve
-from ._spec import check_name, parse_address
+from ._toxics._spec import check_name, parse_address
 from ._toxiproxy import ToxiproxyHost
 
 if TYPE_CHECKING:

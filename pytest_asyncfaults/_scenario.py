@@ -44,8 +44,8 @@ from typing import Any, Final, Literal, final
 
 from ._exceptions import InvalidError
 from ._outcome import Outcome
-from ._spec import ToxicSpec, make_toxic
 from ._toxics import TOXIC_TYPES
+from ._toxics._spec import ToxicSpec, make_toxic
 
 OutcomeKind = Literal["completed", "failed", "any"]
 OUTCOMES: Final = ("completed", "failed", "any")

@@ -51,7 +51,9 @@ from ._exceptions import (
     NotFoundError,
 )
 from ._loop import new_event_loop
-from ._spec import (
+from ._stats import ProxyInfo
+from ._toxics import TOXIC_TYPES
+from ._toxics._spec import (
     ConnectionSelector,
     ToxicSpec,
     check_name,
@@ -63,8 +65,6 @@ from ._spec import (
     make_toxic,
     parse_address,
 )
-from ._stats import ProxyInfo
-from ._toxics import TOXIC_TYPES
 
 TOXIPROXY_VERSION: Final = "2.12.0"
 """The Toxiproxy release whose API this server speaks (``GET /version``)."""

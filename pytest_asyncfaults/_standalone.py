@@ -20,7 +20,7 @@ from typing import TextIO, final
 from ._engine import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._scenario import scenario_from_options
-from ._spec import format_address, is_loopback, parse_address
+from ._toxics._spec import format_address, is_loopback, parse_address
 
 
 @final

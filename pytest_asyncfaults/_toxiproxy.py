@@ -24,8 +24,8 @@ from ._exceptions import (
     NotFoundError,
 )
 from ._host import CALL_TIMEOUT, ProxyHost
-from ._spec import ConnectionSelector, ToxicSpec, check_stream
 from ._stats import ProxyInfo, ProxyStats
+from ._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
 
 CONNECT_TIMEOUT: Final = 2.0
 """An unreachable server must fail the run fast, not after a long TCP timeout."""

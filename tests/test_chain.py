@@ -8,7 +8,6 @@ from typing import TypeVar, cast
 
 import pytest
 
-from pytest_asyncfaults._chain import ToxicChain
 from pytest_asyncfaults._toxics import (
     CLOSE,
     EOF,
@@ -24,6 +23,7 @@ from pytest_asyncfaults._toxics import (
     Stage,
     Timeout,
 )
+from pytest_asyncfaults._toxics._chain import ToxicChain
 
 S = TypeVar("S", bound=Stage)
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pytest_asyncfaults._config import load_proxy_config
-from pytest_asyncfaults._spec import parse_address
+from pytest_asyncfaults._toxics._spec import parse_address
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.toxiproxy.yml"

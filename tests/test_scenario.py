@@ -28,7 +28,7 @@ from pytest_asyncfaults._scenario import (
     load_scenarios,
     parse_inline_toxic,
 )
-from pytest_asyncfaults._spec import ConnectionSelector, make_toxic
+from pytest_asyncfaults._toxics._spec import ConnectionSelector, make_toxic
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
 FAULT_KEYS = "proxy, toxic, attributes, stream, toxicity, connections, start_after, duration, name"

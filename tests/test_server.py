@@ -33,7 +33,7 @@ from pytest_asyncfaults import FaultCore, InvalidError
 from pytest_asyncfaults._config import ProxyConfig, load_proxy_config
 from pytest_asyncfaults._process import start_serve_process
 from pytest_asyncfaults._server import toxiproxy_api
-from pytest_asyncfaults._spec import is_loopback
+from pytest_asyncfaults._toxics._spec import is_loopback
 
 PROCESS_TIMEOUT = 20.0
 """Bound on a ``serve`` child starting, answering or exiting."""

@@ -16,8 +16,8 @@ from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any, Final, Literal, final
 
-from ._exceptions import InvalidError
-from ._toxics import TOXIC_TYPES
+from .._exceptions import InvalidError
+from . import TOXIC_TYPES
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: Final = ("upstream", "downstream")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import final
 
-from ._toxics import Event, Stage
+from ._stage import Event, Stage
 
 
 @final
