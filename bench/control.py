@@ -25,10 +25,10 @@ import time
 from typing import Any
 
 from pytest_asyncfaults import Engine
+from pytest_asyncfaults._backends._base import ProxyHost
+from pytest_asyncfaults._backends._process import start_serve_process
+from pytest_asyncfaults._backends._toxiproxy import ToxiproxyHost
 from pytest_asyncfaults._faults import Faults
-from pytest_asyncfaults._host import ProxyHost
-from pytest_asyncfaults._process import start_serve_process
-from pytest_asyncfaults._toxiproxy import ToxiproxyHost
 
 HTTP_TARGET_MS = 10.0
 

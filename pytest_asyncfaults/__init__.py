@@ -7,8 +7,8 @@ tools to see what the app's background work does when they fail.
 
 from __future__ import annotations
 
+from ._backends._embedded import Engine as Engine
 from ._core import FaultCore as FaultCore
-from ._engine import Engine as Engine
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
 from ._exceptions import AsyncFaultsError as AsyncFaultsError
 from ._exceptions import EngineError as EngineError

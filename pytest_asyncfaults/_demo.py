@@ -11,7 +11,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from ._engine import Engine
+from ._backends._embedded import Engine
 from ._faults import Faults, Proxy
 
 

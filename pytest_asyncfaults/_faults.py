@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
+from ._backends._base import ProxyHost
 from ._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -28,7 +29,6 @@ from ._exceptions import (
     InvalidError,
     NotFoundError,
 )
-from ._host import ProxyHost
 from ._stats import ProxyInfo, ProxyStats
 from ._toxics._spec import ToxicSpec, check_name, make_toxic
 

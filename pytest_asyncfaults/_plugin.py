@@ -27,18 +27,18 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 
+from ._backends._base import ProxyHost
+from ._backends._embedded import Engine
+from ._backends._process import ServeProcess, start_serve_process
+from ._backends._toxiproxy import ToxiproxyHost
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import SEED_KEY, ChaosMatrix, load_configured, path_setting, scenario_of
-from ._engine import Engine
 from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
-from ._host import ProxyHost
-from ._process import ServeProcess, start_serve_process
 from ._scenario import Scenario
 from ._services import PostgresServer, Services, SmtpServer, parse_dsn
 from ._settings import Settings, resolve
 from ._toxics._spec import check_name, parse_address
-from ._toxiproxy import ToxiproxyHost
 
 if TYPE_CHECKING:
     from ._app import ASGIApp

@@ -27,7 +27,7 @@ from typing import Final, TextIO, final
 import httpx
 
 from ._app import AppRunner, LifespanError, load_app, make_client
-from ._engine import Engine
+from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._faults import Faults
 from ._harness import describe_faults, stall_site, timeline_of

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO, final
 
-from ._engine import Engine
+from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._scenario import scenario_from_options
 from ._toxics._spec import format_address, is_loopback, parse_address

@@ -37,7 +37,7 @@ import httpx
 import pytest
 from conftest import IO_TIMEOUT, Peer, connect, expect_closed, recv_exactly
 
-from pytest_asyncfaults._process import ServeProcess, start_serve_process
+from pytest_asyncfaults._backends._process import ServeProcess, start_serve_process
 
 LATE = 0.250
 """How late a timed effect may be on a loaded machine, in seconds."""

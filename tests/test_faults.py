@@ -11,8 +11,8 @@ import pytest_asyncio
 from conftest import Peer
 
 from pytest_asyncfaults import InvalidError, NotFoundError
+from pytest_asyncfaults._backends._base import ProxyHost
 from pytest_asyncfaults._faults import Faults, Proxy
-from pytest_asyncfaults._host import ProxyHost
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.plugin]
 

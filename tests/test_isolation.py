@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_asyncfaults._process import ServeProcess, start_serve_process
+from pytest_asyncfaults._backends._process import ServeProcess, start_serve_process
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.plugin

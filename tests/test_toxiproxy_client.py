@@ -21,9 +21,9 @@ from pytest_asyncfaults import (
     NotFoundError,
     make_toxic,
 )
+from pytest_asyncfaults._backends._process import ServeProcess, start_serve_process
+from pytest_asyncfaults._backends._toxiproxy import ToxiproxyHost
 from pytest_asyncfaults._faults import Faults
-from pytest_asyncfaults._process import ServeProcess, start_serve_process
-from pytest_asyncfaults._toxiproxy import ToxiproxyHost
 
 
 @pytest.fixture(scope="module")

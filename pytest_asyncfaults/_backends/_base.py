@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 
-from ._exceptions import EngineError
-from ._loop import new_event_loop
-from ._stats import ProxyInfo, ProxyStats
-from ._toxics._spec import ToxicSpec
+from .._exceptions import EngineError
+from .._loop import new_event_loop
+from .._stats import ProxyInfo, ProxyStats
+from .._toxics._spec import ToxicSpec
 
 T = TypeVar("T")
 P = ParamSpec("P")

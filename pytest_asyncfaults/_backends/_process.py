@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Final, final
 
-from ._exceptions import EngineError
+from .._exceptions import EngineError
 
 START_TIMEOUT: Final = 15.0
 STOP_TIMEOUT: Final = 5.0

@@ -11,9 +11,9 @@ import asyncio
 import secrets
 from typing import final
 
-from ._core import FaultCore
-from ._exceptions import EngineError
-from ._host import CALL_TIMEOUT, ProxyHost
+from .._core import FaultCore
+from .._exceptions import EngineError
+from ._base import CALL_TIMEOUT, ProxyHost
 
 
 @final

@@ -15,7 +15,7 @@ from typing import Any, Final, final
 
 import httpx
 
-from ._exceptions import (
+from .._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
     EngineError,
@@ -23,9 +23,9 @@ from ._exceptions import (
     ListenError,
     NotFoundError,
 )
-from ._host import CALL_TIMEOUT, ProxyHost
-from ._stats import ProxyInfo, ProxyStats
-from ._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+from .._stats import ProxyInfo, ProxyStats
+from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+from ._base import CALL_TIMEOUT, ProxyHost
 
 CONNECT_TIMEOUT: Final = 2.0
 """An unreachable server must fail the run fast, not after a long TCP timeout."""
