@@ -8,7 +8,9 @@ tools to see what the app's background work does when they fail.
 from __future__ import annotations
 
 from ._backends._embedded import Engine as Engine
-from ._core import FaultCore as FaultCore
+from ._engine._core import FaultCore as FaultCore
+from ._engine._models import ProxyInfo as ProxyInfo
+from ._engine._models import ProxyStats as ProxyStats
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
 from ._exceptions import AsyncFaultsError as AsyncFaultsError
 from ._exceptions import EngineError as EngineError
@@ -20,8 +22,6 @@ from ._services import PostgresServer as PostgresServer
 from ._services import ReceivedMail as ReceivedMail
 from ._services import ServiceError as ServiceError
 from ._services import SmtpServer as SmtpServer
-from ._stats import ProxyInfo as ProxyInfo
-from ._stats import ProxyStats as ProxyStats
 from ._toxics import TOXIC_TYPES as TOXIC_TYPES
 from ._toxics._spec import ConnectionSelector as ConnectionSelector
 from ._toxics._spec import ToxicSpec as ToxicSpec

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
 from ._backends._base import ProxyHost
+from ._engine._models import ProxyInfo, ProxyStats
 from ._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -29,7 +30,6 @@ from ._exceptions import (
     InvalidError,
     NotFoundError,
 )
-from ._stats import ProxyInfo, ProxyStats
 from ._toxics._spec import ToxicSpec, check_name, make_toxic
 
 Host = ProxyHost[Any]

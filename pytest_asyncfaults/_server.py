@@ -42,7 +42,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from ._config import ProxyConfig, load_proxy_config
-from ._core import FaultCore
+from ._engine._core import FaultCore
+from ._engine._loop import new_event_loop
+from ._engine._models import ProxyInfo
 from ._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -50,8 +52,6 @@ from ._exceptions import (
     ListenError,
     NotFoundError,
 )
-from ._loop import new_event_loop
-from ._stats import ProxyInfo
 from ._toxics import TOXIC_TYPES
 from ._toxics._spec import (
     ConnectionSelector,

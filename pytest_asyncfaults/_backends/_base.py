@@ -19,9 +19,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 
+from .._engine._loop import new_event_loop
+from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import EngineError
-from .._loop import new_event_loop
-from .._stats import ProxyInfo, ProxyStats
 from .._toxics._spec import ToxicSpec
 
 T = TypeVar("T")

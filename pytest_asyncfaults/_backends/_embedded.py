@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from typing import final
 
-from .._core import FaultCore
+from .._engine._core import FaultCore
 from .._exceptions import EngineError
 from ._base import CALL_TIMEOUT, ProxyHost
 

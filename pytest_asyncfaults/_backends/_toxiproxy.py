@@ -15,6 +15,7 @@ from typing import Any, Final, final
 
 import httpx
 
+from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -23,7 +24,6 @@ from .._exceptions import (
     ListenError,
     NotFoundError,
 )
-from .._stats import ProxyInfo, ProxyStats
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
 from ._base import CALL_TIMEOUT, ProxyHost
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_asyncfaults._core import draw
+from pytest_asyncfaults._engine._core import draw
 from pytest_asyncfaults._scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[3]

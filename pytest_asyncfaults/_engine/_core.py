@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, final
 
-from ._exceptions import AlreadyExistsError, InvalidError, ListenError, NotFoundError
-from ._stats import ProxyInfo, ProxyStats
-from ._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
-from ._toxics._chain import ToxicChain
-from ._toxics._spec import ToxicSpec, check_name, format_address, parse_address, update_toxic
+from .._exceptions import AlreadyExistsError, InvalidError, ListenError, NotFoundError
+from .._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
+from .._toxics._chain import ToxicChain
+from .._toxics._spec import ToxicSpec, check_name, format_address, parse_address, update_toxic
+from ._models import ProxyInfo, ProxyStats
 
 UPSTREAM: Final = 0
 """Direction index: client to server."""

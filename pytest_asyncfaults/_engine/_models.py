@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, final
 
-from ._toxics._spec import ToxicSpec
+from .._toxics._spec import ToxicSpec
 
 
 @final
