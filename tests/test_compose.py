@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_asyncfaults._config import load_proxy_config
 from pytest_asyncfaults._toxics._spec import parse_address
+from pytest_asyncfaults._toxiproxy._config import load_proxy_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.toxiproxy.yml"

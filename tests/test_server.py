@@ -31,9 +31,9 @@ from conftest import IO_TIMEOUT, Peer, connect, expect_closed, recv_exactly
 
 from pytest_asyncfaults import FaultCore, InvalidError
 from pytest_asyncfaults._backends._process import start_serve_process
-from pytest_asyncfaults._config import ProxyConfig, load_proxy_config
-from pytest_asyncfaults._server import toxiproxy_api
 from pytest_asyncfaults._toxics._spec import is_loopback
+from pytest_asyncfaults._toxiproxy._api import toxiproxy_api
+from pytest_asyncfaults._toxiproxy._config import ProxyConfig, load_proxy_config
 
 PROCESS_TIMEOUT = 20.0
 """Bound on a ``serve`` child starting, answering or exiting."""

@@ -40,20 +40,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__
-from ._config import ProxyConfig, load_proxy_config
-from ._engine._core import FaultCore
-from ._engine._loop import new_event_loop
-from ._engine._models import ProxyInfo
-from ._exceptions import (
+from .. import __version__
+from .._engine._core import FaultCore
+from .._engine._loop import new_event_loop
+from .._engine._models import ProxyInfo
+from .._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
     InvalidError,
     ListenError,
     NotFoundError,
 )
-from ._toxics import TOXIC_TYPES
-from ._toxics._spec import (
+from .._toxics import TOXIC_TYPES
+from .._toxics._spec import (
     ConnectionSelector,
     ToxicSpec,
     check_name,
@@ -65,6 +64,7 @@ from ._toxics._spec import (
     make_toxic,
     parse_address,
 )
+from ._config import ProxyConfig, load_proxy_config
 
 TOXIPROXY_VERSION: Final = "2.12.0"
 """The Toxiproxy release whose API this server speaks (``GET /version``)."""
