@@ -44,8 +44,8 @@ from starlette.routing import Route
 
 from pytest_asyncfaults._app import AppRunner, make_client
 from pytest_asyncfaults._harness import ORIGIN_DEPTH
-from pytest_asyncfaults._monitor import TaskMonitor
-from pytest_asyncfaults._watchdog import LoopWatchdog
+from pytest_asyncfaults._tasks._monitor import TaskMonitor
+from pytest_asyncfaults._tasks._watchdog import LoopWatchdog
 
 TARGET_REQUEST_RATIO = 0.8
 """Throughput with the detectors on, over throughput with them off."""

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pytest_asyncfaults._app import AppRunner, make_client
-from pytest_asyncfaults._monitor import TaskMonitor
+from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 TARGET_RATIO = 0.8
 

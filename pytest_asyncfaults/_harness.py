@@ -27,14 +27,15 @@ from typing import Any, final
 import httpx
 import pytest
 
-from . import _detectors as detectors
 from ._app import AppRunner, LifespanError
-from ._awaitchain import stack_site
 from ._exceptions import AsyncFaultsError, NotFoundError
 from ._faults import Faults, FaultWindow, describe_toxic
-from ._monitor import HangError, TaskMonitor, TaskRecord
 from ._scenario import Scenario, ScenarioError, judge_outcome, judge_stalls
 from ._settings import Settings
+from ._tasks import _detectors as detectors
+from ._tasks._awaitchain import stack_site
+from ._tasks._monitor import HangError, TaskMonitor, TaskRecord
+from ._tasks._watchdog import LoopWatchdog, Stall
 from ._timeline import (
     FaultSpan,
     Mark,
@@ -44,7 +45,6 @@ from ._timeline import (
     Timeline,
     write_timeline,
 )
-from ._watchdog import LoopWatchdog, Stall
 
 ORIGIN_DEPTH = 1
 """Frames of creation history kept on each coroutine, for never-awaited reports.

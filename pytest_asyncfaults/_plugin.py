@@ -43,7 +43,7 @@ from ._toxics._spec import check_name, parse_address
 if TYPE_CHECKING:
     from ._app import ASGIApp
     from ._harness import Harness
-    from ._monitor import TaskMonitor
+    from ._tasks._monitor import TaskMonitor
 
 ENGINE_MODES: Final = ("thread", "process")
 _SETTING_HELP: Final = {
@@ -498,7 +498,7 @@ def tasks(
 ) -> Iterator[TaskMonitor]:
     """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
     from ._harness import Harness, describe_faults
-    from ._monitor import TaskMonitor
+    from ._tasks._monitor import TaskMonitor
 
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,

@@ -31,8 +31,6 @@ from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._faults import Faults
 from ._harness import describe_faults, stall_site, timeline_of
-from ._monitor import HangError, TaskMonitor
-from ._outcome import Outcome
 from ._scenario import (
     Expectations,
     Scenario,
@@ -40,8 +38,10 @@ from ._scenario import (
     judge_stalls,
     scenario_from_options,
 )
+from ._tasks._monitor import HangError, TaskMonitor
+from ._tasks._outcome import Outcome
+from ._tasks._watchdog import LoopWatchdog
 from ._timeline import write_timeline
-from ._watchdog import LoopWatchdog
 
 DEFAULT_WITHIN: Final = 10.0
 EXIT_OK: Final = 0

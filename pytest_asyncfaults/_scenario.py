@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, final
 
 from ._exceptions import InvalidError
-from ._outcome import Outcome
+from ._tasks._outcome import Outcome
 from ._toxics import TOXIC_TYPES
 from ._toxics._spec import ToxicSpec, make_toxic
 

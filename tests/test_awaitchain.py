@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import pytest
 
-from pytest_asyncfaults._awaitchain import (
+from pytest_asyncfaults._tasks._awaitchain import (
     MAX_DEPTH,
     AwaitChain,
     ChainFrame,

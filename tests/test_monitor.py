@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_asyncfaults._monitor import HangError, TaskMonitor
+from pytest_asyncfaults._tasks._monitor import HangError, TaskMonitor
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from pytest_asyncfaults import InvalidError
-from pytest_asyncfaults._outcome import Outcome, State, TaskOutcome
 from pytest_asyncfaults._scenario import (
     Expectations,
     PlannedToxic,
@@ -28,6 +27,7 @@ from pytest_asyncfaults._scenario import (
     load_scenarios,
     parse_inline_toxic,
 )
+from pytest_asyncfaults._tasks._outcome import Outcome, State, TaskOutcome
 from pytest_asyncfaults._toxics._spec import ConnectionSelector, make_toxic
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"

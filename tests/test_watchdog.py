@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pytest_asyncfaults import Engine, InvalidError
-from pytest_asyncfaults._detectors import blocked_loop
-from pytest_asyncfaults._watchdog import (
+from pytest_asyncfaults._tasks._detectors import blocked_loop
+from pytest_asyncfaults._tasks._watchdog import (
     MIN_INTERVAL,
     STOP_BOUND,
     LoopWatchdog,

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 
 if TYPE_CHECKING:
     from pytest_asyncfaults._faults import Faults
-    from pytest_asyncfaults._monitor import TaskMonitor
     from pytest_asyncfaults._services import SmtpServer
+    from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 pytestmark = [
     pytest.mark.asyncio,

@@ -25,8 +25,8 @@ from csv_upload.testing import UploadsTable
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._monitor import TaskMonitor
     from pytest_asyncfaults._services import SmtpServer
+    from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 ROWS = 200
 APPS = {"buggy": buggy.create_app, "fixed": fixed.create_app}

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
+from .._exceptions import InvalidError
 from ._awaitchain import ChainFrame, _is_library, _package, short_path, stack_site
-from ._exceptions import InvalidError
 
 Frame = tuple[str, int, str]
 """(filename, line number, function name)."""

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Final, final
 
+from .._backends import _base as _host
 from ._awaitchain import format_site, short_path, stack_site
-from ._backends import _base as _host
 from ._monitor import Frame, TaskMonitor, TaskRecord
 from ._watchdog import Stall, format_stall
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Final, final
 
+from .._exceptions import AsyncFaultsError
 from ._awaitchain import await_chain, format_chain, format_site
 from ._context import RequestInfo, Role, current_request, current_role
-from ._exceptions import AsyncFaultsError
 from ._outcome import Outcome, State, TaskOutcome
 
 CANCEL_BOUND: Final = 2.0

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, final
 
-from ._exceptions import AsyncFaultsError
+from .._exceptions import AsyncFaultsError
 
 State = Literal["completed", "failed", "cancelled", "pending", "lost"]
 
