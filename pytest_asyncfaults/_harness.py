@@ -27,7 +27,7 @@ from typing import Any, final
 import httpx
 import pytest
 
-from ._app import AppRunner, LifespanError
+from ._app._runner import AppRunner, LifespanError
 from ._exceptions import AsyncFaultsError, NotFoundError
 from ._faults import Faults, FaultWindow, describe_toxic
 from ._scenario import Scenario, ScenarioError, judge_outcome, judge_stalls

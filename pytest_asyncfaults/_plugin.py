@@ -41,7 +41,7 @@ from ._settings import Settings, resolve
 from ._toxics._spec import check_name, parse_address
 
 if TYPE_CHECKING:
-    from ._app import ASGIApp
+    from ._app._runner import ASGIApp
     from ._harness import Harness
     from ._tasks._monitor import TaskMonitor
 
@@ -578,7 +578,7 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dic
 @pytest.fixture
 def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> ASGIApp:
     """The ASGI app under test: override this fixture, or name it in ``asyncfaults_app``."""
-    from ._app import load_app
+    from ._app._runner import load_app
 
     spec = pytestconfig.getoption("asyncfaults_app") or pytestconfig.getini("asyncfaults_app")
     if not spec:
@@ -601,7 +601,7 @@ def app_client(
     asyncfaults_settings: Settings,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` talking to the app in process, served the way uvicorn does."""
-    from ._app import AppRunner, make_client
+    from ._app._runner import AppRunner, make_client
 
     harness = request.node.stash[_HARNESS_KEY]
     harness.runner = AppRunner(

@@ -26,7 +26,7 @@ from typing import Final, TextIO, final
 
 import httpx
 
-from ._app import AppRunner, LifespanError, load_app, make_client
+from ._app._runner import AppRunner, LifespanError, load_app, make_client
 from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._faults import Faults

@@ -18,9 +18,9 @@ from typing import Any, Final, final
 import httpx
 from asgi_lifespan import LifespanManager
 
-from ._exceptions import AsyncFaultsError, InvalidError
-from ._tasks._context import RequestInfo, current_role
-from ._tasks._monitor import TaskMonitor
+from .._exceptions import AsyncFaultsError, InvalidError
+from .._tasks._context import RequestInfo, current_role
+from .._tasks._monitor import TaskMonitor
 from ._transport import ServerLikeTransport
 
 ASGIApp = Callable[..., Any]

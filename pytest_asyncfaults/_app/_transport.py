@@ -28,7 +28,7 @@ from urllib.parse import unquote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._tasks._context import RequestInfo, current_request, current_role
+from .._tasks._context import RequestInfo, current_request, current_role
 
 __all__ = ["ServerLikeTransport"]
 
