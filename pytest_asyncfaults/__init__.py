@@ -18,10 +18,10 @@ from ._exceptions import InvalidError as InvalidError
 from ._exceptions import ListenError as ListenError
 from ._exceptions import NotFoundError as NotFoundError
 from ._harness import AsyncFaultsWarning as AsyncFaultsWarning
-from ._services import PostgresServer as PostgresServer
-from ._services import ReceivedMail as ReceivedMail
-from ._services import ServiceError as ServiceError
-from ._services import SmtpServer as SmtpServer
+from ._services._postgres import PostgresServer as PostgresServer
+from ._services._postgres import ReceivedMail as ReceivedMail
+from ._services._postgres import ServiceError as ServiceError
+from ._services._postgres import SmtpServer as SmtpServer
 from ._toxics import TOXIC_TYPES as TOXIC_TYPES
 from ._toxics._spec import ConnectionSelector as ConnectionSelector
 from ._toxics._spec import ToxicSpec as ToxicSpec

@@ -30,7 +30,7 @@ import pytest
 from ._app._runner import AppRunner, LifespanError
 from ._exceptions import AsyncFaultsError, NotFoundError
 from ._faults import Faults, FaultWindow, describe_toxic
-from ._scenario import Scenario, ScenarioError, judge_outcome, judge_stalls
+from ._scenario._model import Scenario, ScenarioError, judge_outcome, judge_stalls
 from ._settings import Settings
 from ._tasks import _detectors as detectors
 from ._tasks._awaitchain import stack_site

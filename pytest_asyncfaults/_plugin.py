@@ -35,8 +35,8 @@ from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import SEED_KEY, ChaosMatrix, load_configured, path_setting, scenario_of
 from ._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from ._faults import Faults, Proxy
-from ._scenario import Scenario
-from ._services import PostgresServer, Services, SmtpServer, parse_dsn
+from ._scenario._model import Scenario
+from ._services._postgres import PostgresServer, Services, SmtpServer, parse_dsn
 from ._settings import Settings, resolve
 from ._toxics._spec import check_name, parse_address
 

@@ -31,7 +31,7 @@ from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._faults import Faults
 from ._harness import describe_faults, stall_site, timeline_of
-from ._scenario import (
+from ._scenario._model import (
     Expectations,
     Scenario,
     judge_outcome,

@@ -19,7 +19,7 @@ from typing import TextIO, final
 
 from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
-from ._scenario import scenario_from_options
+from ._scenario._model import scenario_from_options
 from ._toxics._spec import format_address, is_loopback, parse_address
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_asyncfaults import InvalidError
-from pytest_asyncfaults._scenario import (
+from pytest_asyncfaults._scenario._model import (
     Expectations,
     PlannedToxic,
     Scenario,

@@ -24,9 +24,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from pytest_asyncfaults import InvalidError, _services
+from pytest_asyncfaults import InvalidError
 from pytest_asyncfaults._faults import Faults
-from pytest_asyncfaults._services import (
+from pytest_asyncfaults._services import _postgres as _services
+from pytest_asyncfaults._services._postgres import (
     ExternalPostgres,
     PostgresCluster,
     PostgresServer,

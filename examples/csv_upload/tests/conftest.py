@@ -28,7 +28,7 @@ from csv_upload.testing import UploadsTable  # noqa: E402
 
 if TYPE_CHECKING:
     from pytest_asyncfaults._faults import Faults
-    from pytest_asyncfaults._services import PostgresServer, SmtpServer
+    from pytest_asyncfaults._services._postgres import PostgresServer, SmtpServer
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 if TYPE_CHECKING:
     from pytest_asyncfaults._faults import Faults
-    from pytest_asyncfaults._services import SmtpServer
+    from pytest_asyncfaults._services._postgres import SmtpServer
     from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 pytestmark = [

@@ -25,7 +25,7 @@ from csv_upload.testing import UploadsTable
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._services import SmtpServer
+    from pytest_asyncfaults._services._postgres import SmtpServer
     from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 ROWS = 200

@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import IO, Any, Final, Protocol, Self
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from ._exceptions import AsyncFaultsError, InvalidError
+from .._exceptions import AsyncFaultsError, InvalidError
 
 PG_BIN_GLOBS: Final = ("/usr/lib/postgresql/*/bin",)
 """Where Debian and Ubuntu put the server binaries (not on PATH there)."""

@@ -42,10 +42,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal, final
 
-from ._exceptions import InvalidError
-from ._tasks._outcome import Outcome
-from ._toxics import TOXIC_TYPES
-from ._toxics._spec import ToxicSpec, make_toxic
+from .._exceptions import InvalidError
+from .._tasks._outcome import Outcome
+from .._toxics import TOXIC_TYPES
+from .._toxics._spec import ToxicSpec, make_toxic
 
 OutcomeKind = Literal["completed", "failed", "any"]
 OUTCOMES: Final = ("completed", "failed", "any")
