@@ -15,7 +15,7 @@ RUN_BOUND = 30
 
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest_asyncfaults._cli", "proxy", *args],
+        [sys.executable, "-m", "pytest_asyncfaults", "proxy", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,7 +106,7 @@ def test_bad_usage_names_the_option_and_exits_2(echo_server: Peer) -> None:
     }
     for args, message in cases.items():
         result = subprocess.run(
-            [sys.executable, "-m", "pytest_asyncfaults._cli", "proxy", *args],
+            [sys.executable, "-m", "pytest_asyncfaults", "proxy", *args],
             capture_output=True,
             text=True,
             timeout=IO_TIMEOUT,
@@ -122,7 +122,7 @@ def test_a_listen_port_in_use_exits_1(echo_server: Peer) -> None:
         [
             sys.executable,
             "-m",
-            "pytest_asyncfaults._cli",
+            "pytest_asyncfaults",
             "proxy",
             "--proxy",
             f"db={echo_server.address}@{echo_server.address}",

@@ -168,7 +168,7 @@ def test_own_cluster_steps_over_a_taken_port_and_stop_leaves_nothing(
 
 HOLD_CLUSTER = """
 import os, sys, time
-from pytest_asyncfaults._services import PostgresCluster
+from pytest_asyncfaults._services._postgres import PostgresCluster
 
 cluster = PostgresCluster().start()
 print(cluster.pid, cluster.directory, flush=True)

@@ -38,7 +38,7 @@ def repro(
     command = [
         sys.executable,
         "-m",
-        "pytest_asyncfaults._cli",
+        "pytest_asyncfaults",
         "repro",
         f"csv_upload.main:{app}",
         "--app-dir",
@@ -162,7 +162,7 @@ def test_repro_bad_usage_names_the_option(tmp_path: Path) -> None:
     }
     for args, message in cases.items():
         result = subprocess.run(
-            [sys.executable, "-m", "pytest_asyncfaults._cli", "repro", "app:app", *args],
+            [sys.executable, "-m", "pytest_asyncfaults", "repro", "app:app", *args],
             capture_output=True,
             text=True,
             timeout=RUN_BOUND,
