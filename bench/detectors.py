@@ -43,7 +43,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pytest_asyncfaults._app._runner import AppRunner, make_client
-from pytest_asyncfaults._harness import ORIGIN_DEPTH
+from pytest_asyncfaults._plugin._harness import ORIGIN_DEPTH
 from pytest_asyncfaults._tasks._monitor import TaskMonitor
 from pytest_asyncfaults._tasks._watchdog import LoopWatchdog
 

@@ -17,7 +17,7 @@ from ._exceptions import EngineError as EngineError
 from ._exceptions import InvalidError as InvalidError
 from ._exceptions import ListenError as ListenError
 from ._exceptions import NotFoundError as NotFoundError
-from ._harness import AsyncFaultsWarning as AsyncFaultsWarning
+from ._plugin._harness import AsyncFaultsWarning as AsyncFaultsWarning
 from ._services._postgres import PostgresServer as PostgresServer
 from ._services._postgres import ReceivedMail as ReceivedMail
 from ._services._postgres import ServiceError as ServiceError

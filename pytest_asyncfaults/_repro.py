@@ -30,7 +30,7 @@ from ._app._runner import AppRunner, LifespanError, load_app, make_client
 from ._backends._embedded import Engine
 from ._exceptions import AsyncFaultsError, InvalidError
 from ._faults import Faults
-from ._harness import describe_faults, stall_site, timeline_of
+from ._plugin._harness import describe_faults, stall_site, timeline_of
 from ._scenario._model import (
     Expectations,
     Scenario,
