@@ -400,7 +400,7 @@ def test_external_server_through_the_fixtures(
     pytester.makepyfile(
         f"""
         import asyncpg, pytest
-        from pytest_asyncfaults._services import ExternalPostgres
+        from pytest_asyncfaults._services._postgres import ExternalPostgres
 
         async def test_external(faults, postgres_server):
             # faults before postgres_server: the proxy exists all the same
@@ -449,8 +449,8 @@ def test_fixture_starts_a_cluster_lazily_and_removes_it(
     pytester.makepyfile(
         """
         import asyncpg
-        from pytest_asyncfaults._plugin import _SERVICES_KEY
-        from pytest_asyncfaults._services import PostgresCluster
+        from pytest_asyncfaults._plugin._hooks import _SERVICES_KEY
+        from pytest_asyncfaults._services._postgres import PostgresCluster
 
         def test_nothing_started_yet(request):
             assert _SERVICES_KEY not in request.config.stash
