@@ -26,22 +26,22 @@ from typing import Final, TextIO, final
 
 import httpx
 
-from ._app._runner import AppRunner, LifespanError, load_app, make_client
-from ._backends._embedded import Engine
-from ._exceptions import AsyncFaultsError, InvalidError
-from ._faults import Faults
-from ._plugin._harness import describe_faults, stall_site, timeline_of
-from ._scenario._model import (
+from .._app._runner import AppRunner, LifespanError, load_app, make_client
+from .._backends._embedded import Engine
+from .._exceptions import AsyncFaultsError, InvalidError
+from .._faults import Faults
+from .._plugin._harness import describe_faults, stall_site, timeline_of
+from .._scenario._model import (
     Expectations,
     Scenario,
     judge_outcome,
     judge_stalls,
     scenario_from_options,
 )
-from ._tasks._monitor import HangError, TaskMonitor
-from ._tasks._outcome import Outcome
-from ._tasks._watchdog import LoopWatchdog
-from ._timeline import write_timeline
+from .._tasks._monitor import HangError, TaskMonitor
+from .._tasks._outcome import Outcome
+from .._tasks._watchdog import LoopWatchdog
+from .._timeline import write_timeline
 
 DEFAULT_WITHIN: Final = 10.0
 EXIT_OK: Final = 0

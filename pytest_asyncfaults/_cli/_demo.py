@@ -11,8 +11,8 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from ._backends._embedded import Engine
-from ._faults import Faults, Proxy
+from .._backends._embedded import Engine
+from .._faults import Faults, Proxy
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .. import __version__
 
 
 def _port(text: str) -> int:
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(seed=args.seed)
     if args.command == "serve":
-        from ._toxiproxy._api import run_serve
+        from .._toxiproxy._api import run_serve
 
         return run_serve(
             host=args.host,
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exit_on_stdin_eof=args.exit_on_stdin_eof,
         )
     if args.command == "repro":
-        from ._exceptions import InvalidError
+        from .._exceptions import InvalidError
         from ._repro import make_plan, run_repro
 
         try:
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return run_repro(plan)
     if args.command == "proxy":
-        from ._standalone import run_proxy
+        from ._proxy import run_proxy
 
         return run_proxy(
             proxies=args.proxy,

@@ -1,0 +1,5 @@
+"""The ``asyncfaults`` command: ``serve``, ``proxy``, ``repro`` and ``demo``."""
+
+from __future__ import annotations
+
+from ._main import main as main
