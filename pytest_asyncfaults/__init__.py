@@ -13,14 +13,14 @@ from ._engine._models import ProxyInfo as ProxyInfo
 from ._engine._models import ProxyStats as ProxyStats
 from ._exceptions import AlreadyExistsError as AlreadyExistsError
 from ._exceptions import AsyncFaultsError as AsyncFaultsError
+from ._exceptions import AsyncFaultsWarning as AsyncFaultsWarning
 from ._exceptions import EngineError as EngineError
 from ._exceptions import InvalidError as InvalidError
 from ._exceptions import ListenError as ListenError
 from ._exceptions import NotFoundError as NotFoundError
-from ._plugin._harness import AsyncFaultsWarning as AsyncFaultsWarning
+from ._exceptions import ServiceError as ServiceError
 from ._services._postgres import PostgresServer as PostgresServer
 from ._services._postgres import ReceivedMail as ReceivedMail
-from ._services._postgres import ServiceError as ServiceError
 from ._services._postgres import SmtpServer as SmtpServer
 from ._toxics import TOXIC_TYPES as TOXIC_TYPES
 from ._toxics._spec import ConnectionSelector as ConnectionSelector

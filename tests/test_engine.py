@@ -464,3 +464,9 @@ def test_stopping_the_engine_leaves_nothing_behind(
     assert _fds() == fds_before
     with pytest.raises(EngineError, match="not running"):
         engine.proxies()
+
+
+@pytest.mark.parametrize("seed", ["1", 1.5, True])
+def test_a_bad_seed_is_bad_input(seed: object) -> None:
+    with pytest.raises(InvalidError, match=r"seed=.* is not valid: expected an integer"):
+        Engine(seed=seed)  # type: ignore[arg-type]

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_asyncfaults._tasks._monitor import HangError, TaskMonitor
+from pytest_asyncfaults._exceptions import HangError
+from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pytest_asyncfaults import InvalidError
+from pytest_asyncfaults._exceptions import ScenarioError
 from pytest_asyncfaults._scenario._model import (
     Expectations,
     PlannedToxic,
     Scenario,
-    ScenarioError,
     Unmet,
     exception_matches,
     failure_matches,

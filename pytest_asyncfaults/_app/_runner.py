@@ -18,17 +18,13 @@ from typing import Any, Final, final
 import httpx
 from asgi_lifespan import LifespanManager
 
-from .._exceptions import AsyncFaultsError, InvalidError
+from .._exceptions import InvalidError, LifespanError
 from .._tasks._context import RequestInfo, current_role
 from .._tasks._monitor import TaskMonitor
 from ._transport import ServerLikeTransport
 
 ASGIApp = Callable[..., Any]
 BASE_URL: Final = "http://testserver"
-
-
-class LifespanError(AsyncFaultsError, AssertionError):
-    """The app's lifespan did not start or stop in time, or failed; the message says where."""
 
 
 def load_app(spec: str, *, field: str = "asyncfaults_app") -> ASGIApp:

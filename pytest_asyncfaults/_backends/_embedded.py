@@ -12,7 +12,7 @@ import secrets
 from typing import final
 
 from .._engine._core import FaultCore
-from .._exceptions import EngineError
+from .._exceptions import InvalidError
 from ._base import CALL_TIMEOUT, ProxyHost
 
 
@@ -29,7 +29,7 @@ class Engine(ProxyHost[FaultCore]):
 
     def __init__(self, *, seed: int | None = None, call_timeout: float = CALL_TIMEOUT) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise EngineError(f"seed={seed!r} is not valid: expected an integer")
+            raise InvalidError(f"seed={seed!r} is not valid: expected an integer")
         super().__init__(call_timeout=call_timeout)
         self.seed: int = secrets.randbits(32) if seed is None else seed
         """Fixes every random decision (toxicity, jitter, slicer sizes): print it to repeat."""

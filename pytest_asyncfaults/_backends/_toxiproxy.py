@@ -17,12 +17,10 @@ import httpx
 
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import (
-    AlreadyExistsError,
     AsyncFaultsError,
     EngineError,
     InvalidError,
-    ListenError,
-    NotFoundError,
+    error_for_status,
 )
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
 from ._base import CALL_TIMEOUT, ProxyHost
@@ -30,12 +28,6 @@ from ._base import CALL_TIMEOUT, ProxyHost
 CONNECT_TIMEOUT: Final = 2.0
 """An unreachable server must fail the run fast, not after a long TCP timeout."""
 REQUEST_TIMEOUT: Final = 5.0
-
-_ERRORS: Final[Mapping[int, type[AsyncFaultsError]]] = {
-    400: InvalidError,
-    404: NotFoundError,
-    409: AlreadyExistsError,
-}
 
 HOW_TO_START: Final = (
     "start one with `asyncfaults serve` (or `docker compose -f docker-compose.toxiproxy.yml "
@@ -130,10 +122,7 @@ class ToxiproxyClient:
             message = str(response.json()["error"])
         except (ValueError, KeyError, TypeError):
             message = response.text.strip() or response.reason_phrase
-        error = _ERRORS.get(response.status_code)
-        if error is None:
-            error = ListenError if "listen" in message else AsyncFaultsError
-        raise error(f"Toxiproxy at {self.url}: {message}")
+        raise error_for_status(response.status_code, message)(f"Toxiproxy at {self.url}: {message}")
 
     # -- ProxyTarget -----------------------------------------------------------------------
 

@@ -26,9 +26,9 @@ from typing import Final, TextIO, final
 
 import httpx
 
-from .._app._runner import AppRunner, LifespanError, load_app, make_client
+from .._app._runner import AppRunner, load_app, make_client
 from .._backends._embedded import Engine
-from .._exceptions import AsyncFaultsError, InvalidError
+from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
 from .._faults import Faults
 from .._plugin._harness import describe_faults, stall_site, timeline_of
 from .._scenario._model import (
@@ -38,7 +38,7 @@ from .._scenario._model import (
     judge_stalls,
     scenario_from_options,
 )
-from .._tasks._monitor import HangError, TaskMonitor
+from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome
 from .._tasks._watchdog import LoopWatchdog
 from .._timeline import write_timeline

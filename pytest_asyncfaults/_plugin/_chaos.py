@@ -21,7 +21,8 @@ from typing import Any, Final, final
 
 import pytest
 
-from .._scenario._model import Scenario, ScenarioError, load_scenarios
+from .._exceptions import ScenarioError
+from .._scenario._model import Scenario, load_scenarios
 
 FIXTURE: Final = "chaos_scenario"
 """The parameter chaos tests get: the ``Scenario`` they run under."""

@@ -27,14 +27,22 @@ from typing import Any, final
 import httpx
 import pytest
 
-from .._app._runner import AppRunner, LifespanError
-from .._exceptions import AsyncFaultsError, NotFoundError
+from .._app._runner import AppRunner
+from .._exceptions import (
+    AsyncFaultsError,
+    AsyncFaultsWarning,
+    ExpectationError,
+    HangError,
+    LifespanError,
+    NotFoundError,
+    ScenarioError,
+)
 from .._faults import Faults, FaultWindow, describe_toxic
-from .._scenario._model import Scenario, ScenarioError, judge_outcome, judge_stalls
+from .._scenario._model import Scenario, judge_outcome, judge_stalls
 from .._settings import Settings
 from .._tasks import _detectors as detectors
 from .._tasks._awaitchain import stack_site
-from .._tasks._monitor import HangError, TaskMonitor, TaskRecord
+from .._tasks._monitor import TaskMonitor, TaskRecord
 from .._tasks._watchdog import LoopWatchdog, Stall
 from .._timeline import FaultSpan, Mark, RequestSpan, StallSpan, TaskSpan, Timeline, write_timeline
 
@@ -44,10 +52,6 @@ ORIGIN_DEPTH = 1
 One frame is the line that created the coroutine, which is the line to fix;
 each further frame costs every coroutine the app creates (measured on a
 trivial endpoint: 2% of throughput at 1, 19% at 4, 49% at 16)."""
-
-
-class AsyncFaultsWarning(UserWarning):
-    """A check of pytest-asyncfaults set to "warn" found something."""
 
 
 async def describe_faults(faults: Faults) -> list[str]:
@@ -91,13 +95,6 @@ def _first_line(text: str) -> str:
 def _shorten(text: str, limit: int = 110) -> str:
     line = " ".join(_first_line(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-class ExpectationError(AsyncFaultsError, AssertionError):
-    """A scenario's expectations did not hold; the message says which and what happened."""
-
-    short: str = ""
-    """Which ones, in a few words, for the matrix."""
 
 
 @final

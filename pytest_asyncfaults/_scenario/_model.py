@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal, final
 
-from .._exceptions import InvalidError
+from .._exceptions import InvalidError, ScenarioError
 from .._tasks._outcome import Outcome
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import ToxicSpec, make_toxic
@@ -74,10 +74,6 @@ _EXPECT_KEYS: Final = (
 )
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TYPE_NAME: Final = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
-class ScenarioError(InvalidError):
-    """A scenario file (or an inline fault) is not valid; the message names file and key."""
 
 
 @final

@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import IO, Any, Final, Protocol, Self
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from .._exceptions import AsyncFaultsError, InvalidError
+from .._exceptions import InvalidError, ServiceError
 
 PG_BIN_GLOBS: Final = ("/usr/lib/postgresql/*/bin",)
 """Where Debian and Ubuntu put the server binaries (not on PATH there)."""
@@ -91,10 +91,6 @@ fi
 rm -rf "$base"
 """
 """Run with the cluster's directories and its stop command; see the module docstring."""
-
-
-class ServiceError(AsyncFaultsError, RuntimeError):
-    """A real service (PostgreSQL, SMTP) could not be found, started or reached."""
 
 
 class HasAddress(Protocol):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Final, final
 
-from .._exceptions import AsyncFaultsError
+from .._exceptions import AsyncFaultsError, HangError
 from ._awaitchain import await_chain, format_chain, format_site
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
@@ -55,13 +55,6 @@ _LIBRARY_PARTS: Final = ("/asyncio/", "/anyio/_backends/", "/anyio/_core/", "/co
 _RUNNER_PARTS: Final = ("/pytest_asyncio/", "/anyio/pytest_plugin.py", "/_pytest/", "/pluggy/")
 
 Frame = tuple[str, int, str]
-
-
-class HangError(AsyncFaultsError, AssertionError):
-    """Background work was still pending at a deadline; the message is the hang report."""
-
-    short: str = ""
-    """The same in a few words, for a summary table ("" when the report's first line will do)."""
 
 
 def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: Any) -> Any:

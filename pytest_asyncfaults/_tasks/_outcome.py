@@ -14,13 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, final
 
-from .._exceptions import AsyncFaultsError
+from .._exceptions import OutcomeError
 
 State = Literal["completed", "failed", "cancelled", "pending", "lost"]
-
-
-class OutcomeError(AsyncFaultsError, AssertionError):
-    """An assertion on the background work of a test did not hold."""
 
 
 @final

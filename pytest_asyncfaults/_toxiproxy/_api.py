@@ -49,7 +49,6 @@ from .._exceptions import (
     AsyncFaultsError,
     InvalidError,
     ListenError,
-    NotFoundError,
 )
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import (
@@ -83,17 +82,6 @@ logger = logging.getLogger("pytest_asyncfaults.serve")
 # -- errors -----------------------------------------------------------------------------
 
 
-def _status(exc: AsyncFaultsError) -> int:
-    """Toxiproxy's status for each branch of our exception tree."""
-    if isinstance(exc, InvalidError):
-        return 400
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, AlreadyExistsError):
-        return 409
-    return 500  # ListenError, EngineError: Toxiproxy answers 500 for a failed listen too
-
-
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status, headers=headers)
 
@@ -120,7 +108,7 @@ def _guarded(endpoint: Endpoint, lock: asyncio.Lock) -> Endpoint:
             try:
                 return await endpoint(request)
             except AsyncFaultsError as exc:
-                return _error(_status(exc), str(exc))
+                return _error(exc.status, str(exc))
             except Exception:
                 logger.exception("internal error in %s %s", request.method, request.url.path)
                 return _error(500, "internal error: the server's log (stderr) has the details")
@@ -325,7 +313,7 @@ class _Api:
             try:
                 applied.append(await self.core.create_proxy(name, upstream, listen, enabled))
             except AsyncFaultsError as exc:
-                status = _status(exc)
+                status = exc.status
                 return JSONResponse(
                     {
                         "error": str(exc),
