@@ -37,10 +37,6 @@ class Engine(ProxyHost[FaultCore]):
     def describe(self) -> str:
         return f"the embedded fault engine (seed {self.seed})"
 
-    @property
-    def core(self) -> FaultCore:
-        return self.target
-
     async def _open(self, loop: asyncio.AbstractEventLoop) -> FaultCore:
         return FaultCore(loop, self.seed)
 

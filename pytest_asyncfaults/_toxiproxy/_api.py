@@ -40,7 +40,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import __version__
 from .._engine._core import FaultCore
 from .._engine._loop import new_event_loop
 from .._engine._models import ProxyInfo
@@ -63,6 +62,7 @@ from .._toxics._spec import (
     make_toxic,
     parse_address,
 )
+from .._version import __version__
 from ._config import ProxyConfig, load_proxy_config
 
 TOXIPROXY_VERSION: Final = "2.12.0"
