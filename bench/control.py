@@ -24,11 +24,10 @@ import sys
 import time
 from typing import Any
 
-from pytest_asyncfaults import Engine
+from pytest_asyncfaults import Engine, Faults
 from pytest_asyncfaults._backends._base import ProxyHost
 from pytest_asyncfaults._backends._process import start_serve_process
 from pytest_asyncfaults._backends._toxiproxy import ToxiproxyHost
-from pytest_asyncfaults._faults import Faults
 
 HTTP_TARGET_MS = 10.0
 

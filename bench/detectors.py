@@ -42,9 +42,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pytest_asyncfaults import TaskMonitor
 from pytest_asyncfaults._app._runner import AppRunner, make_client
 from pytest_asyncfaults._plugin._harness import ORIGIN_DEPTH
-from pytest_asyncfaults._tasks._monitor import TaskMonitor
 from pytest_asyncfaults._tasks._watchdog import LoopWatchdog
 
 TARGET_REQUEST_RATIO = 0.8

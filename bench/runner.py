@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pytest_asyncfaults import TaskMonitor
 from pytest_asyncfaults._app._runner import AppRunner, make_client
-from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 TARGET_RATIO = 0.8
 

@@ -10,9 +10,8 @@ import pytest
 import pytest_asyncio
 from conftest import Peer
 
-from pytest_asyncfaults import InvalidError, NotFoundError
+from pytest_asyncfaults import Faults, InvalidError, NotFoundError, Proxy
 from pytest_asyncfaults._backends._base import ProxyHost
-from pytest_asyncfaults._faults import Faults, Proxy
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.plugin]
 

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_asyncfaults._exceptions import HangError
-from pytest_asyncfaults._tasks._monitor import TaskMonitor
+from pytest_asyncfaults import HangError, TaskMonitor
 
 pytestmark = pytest.mark.asyncio
 

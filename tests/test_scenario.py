@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_asyncfaults import InvalidError
-from pytest_asyncfaults._exceptions import ScenarioError
-from pytest_asyncfaults._scenario._model import (
+from pytest_asyncfaults import (
+    ConnectionSelector,
     Expectations,
+    InvalidError,
+    Outcome,
     PlannedToxic,
     Scenario,
+    ScenarioError,
+    TaskOutcome,
+    make_toxic,
+)
+from pytest_asyncfaults._scenario._model import (
     Unmet,
     exception_matches,
     failure_matches,
@@ -27,8 +33,7 @@ from pytest_asyncfaults._scenario._model import (
     load_scenarios,
     parse_inline_toxic,
 )
-from pytest_asyncfaults._tasks._outcome import Outcome, State, TaskOutcome
-from pytest_asyncfaults._toxics._spec import ConnectionSelector, make_toxic
+from pytest_asyncfaults._tasks._outcome import State
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
 FAULT_KEYS = "proxy, toxic, attributes, stream, toxicity, connections, start_after, duration, name"

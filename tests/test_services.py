@@ -24,15 +24,11 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from pytest_asyncfaults import InvalidError
-from pytest_asyncfaults._exceptions import ServiceError
-from pytest_asyncfaults._faults import Faults
+from pytest_asyncfaults import Faults, InvalidError, PostgresServer, ServiceError, SmtpServer
 from pytest_asyncfaults._services import _postgres as _services
 from pytest_asyncfaults._services._postgres import (
     ExternalPostgres,
     PostgresCluster,
-    PostgresServer,
-    SmtpServer,
     dsn_with_address,
     find_pg_bin,
     parse_dsn,

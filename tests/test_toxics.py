@@ -14,11 +14,11 @@ from typing import TypeVar, cast
 
 import pytest
 
+from pytest_asyncfaults import TOXIC_TYPES
 from pytest_asyncfaults._toxics import (
     CLOSE,
     EOF,
     RESET,
-    TOXIC_TYPES,
     Bandwidth,
     Data,
     Event,

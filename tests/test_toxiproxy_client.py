@@ -16,6 +16,7 @@ from pytest_asyncfaults import (
     AlreadyExistsError,
     AsyncFaultsError,
     EngineError,
+    Faults,
     InvalidError,
     ListenError,
     NotFoundError,
@@ -23,7 +24,6 @@ from pytest_asyncfaults import (
 )
 from pytest_asyncfaults._backends._process import ServeProcess, start_serve_process
 from pytest_asyncfaults._backends._toxiproxy import ToxiproxyHost
-from pytest_asyncfaults._faults import Faults
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,9 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pytest_asyncfaults import RequestInfo
 from pytest_asyncfaults._app._transport import ServerLikeTransport
-from pytest_asyncfaults._tasks._context import RequestInfo, current_request, current_role
+from pytest_asyncfaults._tasks._context import current_request, current_role
 
 LogErrors = Callable[[], list[logging.LogRecord]]
 """The ERROR records on uvicorn.error so far."""

@@ -27,8 +27,7 @@ from csv_upload.common import SCHEMA, Settings  # noqa: E402 - after the path is
 from csv_upload.testing import UploadsTable  # noqa: E402
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._faults import Faults
-    from pytest_asyncfaults._services._postgres import PostgresServer, SmtpServer
+    from pytest_asyncfaults import Faults, PostgresServer, SmtpServer
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from csv_upload.pitfalls import create_app
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._tasks._monitor import TaskMonitor
+    from pytest_asyncfaults import TaskMonitor
 
 pytestmark = pytest.mark.asyncio
 

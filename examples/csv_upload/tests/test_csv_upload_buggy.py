@@ -20,9 +20,7 @@ from csv_upload.testing import UploadsTable
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._faults import Faults
-    from pytest_asyncfaults._services._postgres import SmtpServer
-    from pytest_asyncfaults._tasks._monitor import TaskMonitor
+    from pytest_asyncfaults import Faults, SmtpServer, TaskMonitor
 
 pytestmark = [
     pytest.mark.asyncio,

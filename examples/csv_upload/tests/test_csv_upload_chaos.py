@@ -25,8 +25,7 @@ from csv_upload.testing import UploadsTable
 from fastapi import FastAPI
 
 if TYPE_CHECKING:
-    from pytest_asyncfaults._services._postgres import SmtpServer
-    from pytest_asyncfaults._tasks._monitor import TaskMonitor
+    from pytest_asyncfaults import SmtpServer, TaskMonitor
 
 ROWS = 200
 APPS = {"buggy": buggy.create_app, "fixed": fixed.create_app}
