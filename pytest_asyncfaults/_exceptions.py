@@ -132,3 +132,10 @@ def error_for_status(status: int, message: str) -> type[AsyncFaultsError]:
     if cls is None:
         cls = ListenError if "listen" in message else AsyncFaultsError
     return cls
+
+
+# They are raised (and printed in failure reports) before anyone imports them from
+# the package: they say where a user finds them, as the facade does for the rest.
+for _name in __all__:
+    globals()[_name].__module__ = "pytest_asyncfaults"
+del _name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, final
 
 from ._exceptions import InvalidError
@@ -33,39 +33,9 @@ def _policy(value: object, where: str) -> LeakPolicy:
     raise InvalidError(f"{where}={value!r} is not valid: expected 'fail', 'warn' or 'off'")
 
 
-@final
-@dataclass(frozen=True)
-class Settings:
-    """What the harness does around one test."""
-
-    settle: float = 5.0
-    """Default deadline of ``tasks.settle()``, in seconds."""
-    startup_timeout: float = 10.0
-    """Bound on the app's lifespan startup."""
-    shutdown_timeout: float = 10.0
-    """Bound on the app's lifespan shutdown."""
-    leaks: LeakPolicy = "fail"
-    """Tasks of the test still running when it ends: fail the test, warn, or say nothing."""
-    leak_grace: float = 0.2
-    """How long the end of a test waits for background work before calling it a leak."""
-    never_retrieved: LeakPolicy = "fail"
-    """A task failed and nobody awaited it or read its exception."""
-    not_logged: LeakPolicy = "fail"
-    """Background work failed and no ERROR log record carries the exception."""
-    swallowed_cancel: LeakPolicy = "fail"
-    """A cancelled task caught CancelledError and returned normally."""
-    never_awaited: LeakPolicy = "fail"
-    """A coroutine was created and never awaited."""
-    lost: LeakPolicy = "fail"
-    """A task was garbage-collected while still pending."""
-    blocked_loop: LeakPolicy = "fail"
-    """The event loop did not turn for longer than ``blocked_loop_threshold``."""
-    blocked_loop_threshold: float = 0.1
-    """Seconds without a turn of the loop that count as blocked."""
-    abandoned: LeakPolicy = "fail"
-    """asyncio.gather failed and left sibling tasks running, unawaited."""
-    allow: tuple[str, ...] = ()
-    """Findings to spare: task-name patterns (``worker-*``) or creation sites (``app.py:12``)."""
+def _setting(default: Any, parse: Callable[[object, str], Any], help: str) -> Any:
+    """A field of ``Settings`` with what the command line, the ini file and the marker need."""
+    return field(default=default, metadata={"parse": parse, "help": help})
 
 
 def _patterns(value: object, where: str) -> tuple[str, ...]:
@@ -86,22 +56,68 @@ def _positive_seconds(value: object, where: str) -> float:
     return seconds
 
 
+@final
+@dataclass(frozen=True)
+class Settings:
+    """What the harness does around one test: the one table of per-test settings.
+
+    Each field carries its parser and its help text, from which the plugin makes
+    the ``--asyncfaults-…`` option, the ``asyncfaults_…`` ini key and the marker
+    keyword: a setting is added here, and only here.
+    """
+
+    settle: float = _setting(
+        5.0, _seconds, "default deadline of tasks.settle(), in seconds (default 5)"
+    )
+    startup_timeout: float = _setting(
+        10.0, _seconds, "bound on the app's lifespan startup, in seconds (default 10)"
+    )
+    shutdown_timeout: float = _setting(
+        10.0, _seconds, "bound on the app's lifespan shutdown, in seconds (default 10)"
+    )
+    leaks: LeakPolicy = _setting(
+        "fail", _policy, "tasks of a test still running when it ends: fail (default), warn or off"
+    )
+    leak_grace: float = _setting(
+        0.2, _seconds, "how long the end of a test waits before calling a task a leak (default 0.2)"
+    )
+    never_retrieved: LeakPolicy = _setting(
+        "fail", _policy, "a task failed and nobody read its exception: fail (default), warn, off"
+    )
+    not_logged: LeakPolicy = _setting(
+        "fail", _policy, "background work failed with no ERROR log of it: fail (default), warn, off"
+    )
+    swallowed_cancel: LeakPolicy = _setting(
+        "fail", _policy, "a cancelled task returned normally: fail (default), warn, off"
+    )
+    never_awaited: LeakPolicy = _setting(
+        "fail", _policy, "a coroutine was never awaited: fail (default), warn, off"
+    )
+    lost: LeakPolicy = _setting(
+        "fail", _policy, "a task was garbage-collected while pending: fail (default), warn, off"
+    )
+    blocked_loop: LeakPolicy = _setting(
+        "fail", _policy, "the event loop did not turn for too long: fail (default), warn, off"
+    )
+    blocked_loop_threshold: float = _setting(
+        0.1, _positive_seconds, "seconds without a turn of the loop that count as blocked (0.1)"
+    )
+    abandoned: LeakPolicy = _setting(
+        "fail", _policy, "asyncio.gather left sibling tasks running: fail (default), warn, off"
+    )
+    allow: tuple[str, ...] = _setting(
+        (), _patterns, "findings to spare: task-name patterns or creation sites (file.py:line)"
+    )
+
+
 PARSERS: Final[Mapping[str, Callable[[object, str], Any]]] = {
-    "settle": _seconds,
-    "startup_timeout": _seconds,
-    "shutdown_timeout": _seconds,
-    "leaks": _policy,
-    "leak_grace": _seconds,
-    "never_retrieved": _policy,
-    "not_logged": _policy,
-    "swallowed_cancel": _policy,
-    "never_awaited": _policy,
-    "lost": _policy,
-    "blocked_loop": _policy,
-    "blocked_loop_threshold": _positive_seconds,
-    "abandoned": _policy,
-    "allow": _patterns,
+    setting.name: setting.metadata["parse"] for setting in fields(Settings)
 }
+HELP: Final[Mapping[str, str]] = {
+    setting.name: setting.metadata["help"] for setting in fields(Settings)
+}
+MANY: Final = frozenset({"allow"})
+"""Settings given as a list: repeated on the command line, one a line in the ini file."""
 
 
 def resolve(

@@ -34,10 +34,16 @@ def _private_modules() -> Iterator[ModuleType]:
 def test_all_is_what_the_module_offers() -> None:
     offered = {
         name
-        for name, value in vars(pytest_asyncfaults).items()
-        if not name.startswith("_") and not isinstance(value, ModuleType | __future__._Feature)
+        for name in dir(pytest_asyncfaults)
+        if not name.startswith("_")
+        and not isinstance(getattr(pytest_asyncfaults, name), ModuleType | __future__._Feature)
     }
     assert offered | {"__version__"} == set(pytest_asyncfaults.__all__)
+
+
+def test_a_name_not_exported_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'FaultCore'"):
+        pytest_asyncfaults.FaultCore  # type: ignore[attr-defined]  # noqa: B018
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTED))

@@ -445,7 +445,7 @@ def test_fixture_starts_a_cluster_lazily_and_removes_it(
     pytester.makepyfile(
         """
         import asyncpg
-        from pytest_asyncfaults._plugin._hooks import _SERVICES_KEY
+        from pytest_asyncfaults._plugin._session import SERVICES_KEY as _SERVICES_KEY
         from pytest_asyncfaults._services._postgres import PostgresCluster
 
         def test_nothing_started_yet(request):

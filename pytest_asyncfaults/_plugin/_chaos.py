@@ -17,17 +17,19 @@ import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
 
 from .._exceptions import ScenarioError
-from .._scenario._model import Scenario, load_scenarios
 
 FIXTURE: Final = "chaos_scenario"
 """The parameter chaos tests get: the ``Scenario`` they run under."""
 _PROPERTY: Final = "asyncfaults_"
 _REPORT_VERSION: Final = 1
+
+if TYPE_CHECKING:
+    from .._scenario._model import Scenario
 
 
 def scenario_paths(config: pytest.Config) -> list[Path]:
@@ -301,6 +303,8 @@ def scenario_of(item: pytest.Item) -> Scenario | None:
     if callspec is None:
         return None
     scenario = callspec.params.get(FIXTURE)
+    from .._scenario._model import Scenario
+
     return scenario if isinstance(scenario, Scenario) else None
 
 
@@ -316,7 +320,7 @@ def _test_label(item: pytest.Item) -> str:
 
 
 def _verdict_of(item: pytest.Item) -> Any:
-    from ._hooks import harness_of
+    from ._fixtures import harness_of
 
     harness = harness_of(item)
     return None if harness is None else harness.verdict
@@ -343,6 +347,8 @@ def load_configured(config: pytest.Config) -> list[Scenario]:
     if not paths:
         return []
     try:
+        from .._scenario._model import load_scenarios
+
         return load_scenarios(paths)
     except ScenarioError as exc:
         raise pytest.UsageError(str(exc)) from None

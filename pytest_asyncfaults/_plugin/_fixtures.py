@@ -1,0 +1,224 @@
+"""The fixtures: the test's proxies, its task monitor, its app and a client bound to it.
+
+Each fixture is thin: it reads the test's settings and hands the work to the
+user API, the task monitor and the app runner, which know nothing of pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .._exceptions import AsyncFaultsError, InvalidError, NotFoundError
+from .._settings import resolve
+from ._chaos import FIXTURE as CHAOS_FIXTURE
+from ._chaos import scenario_of
+from ._options import env_lines, ini_reader, option_reader, timeline_dir
+from ._session import SERVICE_FIXTURES, proxy_to, run_services, run_session
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .._app._runner import ASGIApp
+    from .._backends._base import ProxyHost
+    from .._faults import Faults
+    from .._scenario._model import Scenario
+    from .._services._postgres import PostgresServer, SmtpServer
+    from .._settings import Settings
+    from .._tasks._monitor import TaskMonitor
+    from ._harness import Harness
+
+
+HARNESS_KEY = pytest.StashKey["Harness"]()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
+    """A PostgreSQL server for the run, and the proxy ``faults.postgres`` to it.
+
+    A throwaway cluster from the system's binaries, started on first use and
+    removed at the end of the run; or the server of ``asyncfaults_postgres_dsn``.
+    ``.dsn`` reaches it directly; ``.dsn_via(faults.postgres)`` through the proxy.
+    ``faults.postgres`` (and ``{postgres.port}`` in ``asyncfaults_env``) exist in
+    the tests that use this fixture, or name it in ``usefixtures``.
+    """
+    try:
+        server = run_services(pytestconfig).postgres()
+    except AsyncFaultsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    proxy_to(pytestconfig, "postgres", server.address)
+    return server
+
+
+@pytest.fixture(scope="session")
+def smtp_server(pytestconfig: pytest.Config) -> SmtpServer:
+    """An SMTP server for the run (aiosmtpd, in a thread), and the proxy ``faults.smtp`` to it.
+
+    ``.messages`` holds what it accepted since the current test started:
+    it is emptied before each test.
+    """
+    try:
+        server = run_services(pytestconfig).smtp()
+    except AsyncFaultsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    proxy_to(pytestconfig, "smtp", server.address)
+    return server
+
+
+@pytest.fixture(scope="session")
+def asyncfaults_backend(pytestconfig: pytest.Config) -> ProxyHost[Any]:
+    """Where this run's proxies live: the embedded engine, or a Toxiproxy API's client."""
+    return run_session(pytestconfig).host
+
+
+@pytest.fixture
+def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
+    """The test's proxies: declared ones by name, plus any made with ``faults.create``.
+
+    At the end of the test, proxies it created are deleted, and declared ones
+    are left as they were found: enabled, with no toxic.
+    """
+    for fixture in SERVICE_FIXTURES:  # the test's services declare their proxies first
+        if fixture in request.fixturenames:
+            request.getfixturevalue(fixture)
+    session = run_session(request.config)
+    from .._faults import Faults
+
+    faults = Faults(session.host, session.declared, prefix=session.prefix)
+    try:
+        yield faults
+    finally:
+        faults.close()
+        for proxy in session.declared.values():
+            with contextlib.suppress(NotFoundError):
+                for toxic in session.host.toxics(proxy.server_name):
+                    session.host.remove_toxic(proxy.server_name, toxic.name)
+                proxy.refresh(session.host.update_proxy(proxy.server_name, enabled=True))
+
+
+@pytest.fixture
+def asyncfaults_settings(request: pytest.FixtureRequest) -> Settings:
+    """This test's settings: its marker over the command line over the ini file."""
+    kwargs: dict[str, object] = {}
+    for marker in reversed(list(request.node.iter_markers("asyncfaults"))):
+        kwargs.update(marker.kwargs)
+    try:
+        return resolve(kwargs, option_reader(request.config), ini_reader(request.config))
+    except InvalidError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def tasks(
+    request: pytest.FixtureRequest, asyncfaults_settings: Settings, faults: Faults
+) -> Iterator[TaskMonitor]:
+    """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
+    from .._tasks._monitor import TaskMonitor
+    from ._harness import Harness, describe_faults
+
+    monitor = TaskMonitor(
+        default_within=asyncfaults_settings.settle,
+        connections=faults.clients_open,
+        faults_summary=lambda: describe_faults(faults),
+    ).install()
+    harness = Harness(monitor, asyncfaults_settings, request.node, faults)
+    harness.timeline_dir = timeline_dir(request.config)
+    harness.scenario = scenario_of(request.node)
+    if harness.scenario is not None and harness.scenario.expect.settle is not None:
+        monitor.default_within = harness.scenario.expect.settle  # tasks.settle() in the body
+    request.node.stash[HARNESS_KEY] = harness
+    try:
+        yield monitor
+    finally:
+        monitor.uninstall()
+        del request.node.stash[HARNESS_KEY]
+
+
+def harness_of(item: pytest.Item) -> Harness | None:
+    """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
+    return item.stash.get(HARNESS_KEY, None)
+
+
+@pytest.fixture
+def chaos_scenario(request: pytest.FixtureRequest) -> Scenario:
+    """The scenario a ``@pytest.mark.chaos`` test runs under (one run per scenario file).
+
+    Its faults go on when the test body starts and come off once its
+    expectations are checked, after the body; ``tasks.settle()`` in the body
+    waits for the scenario's ``settle`` deadline by default.
+    """
+    scenario = scenario_of(request.node)
+    if scenario is None:
+        pytest.fail(
+            f"the {CHAOS_FIXTURE} fixture is given by @pytest.mark.chaos: mark the test "
+            f"instead of asking for the fixture",
+            pytrace=False,
+        )
+    return scenario
+
+
+@pytest.fixture
+def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dict[str, str]]:
+    """The ini key ``asyncfaults_env``, formatted with the test's proxies, set in os.environ.
+
+    Override it to return your own mapping; the previous environment comes back after.
+    """
+    env = {}
+    for name, template in env_lines(pytestconfig).items():
+        try:
+            env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
+        except InvalidError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> ASGIApp:
+    """The ASGI app under test: override this fixture, or name it in ``asyncfaults_app``."""
+    from .._app._runner import load_app
+
+    spec = pytestconfig.getoption("asyncfaults_app") or pytestconfig.getini("asyncfaults_app")
+    if not spec:
+        pytest.fail(
+            "no app to test: override the asgi_app fixture to return your ASGI app, or set "
+            "the ini key asyncfaults_app = 'package.module:app'",
+            pytrace=False,
+        )
+    try:
+        return load_app(str(spec))
+    except InvalidError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def app_client(
+    request: pytest.FixtureRequest,
+    asgi_app: ASGIApp,
+    tasks: TaskMonitor,
+    asyncfaults_settings: Settings,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` talking to the app in process, served the way uvicorn does."""
+    from .._app._runner import AppRunner, make_client
+
+    harness = request.node.stash[HARNESS_KEY]
+    harness.runner = AppRunner(
+        asgi_app,
+        tasks,
+        startup_timeout=asyncfaults_settings.startup_timeout,
+        shutdown_timeout=asyncfaults_settings.shutdown_timeout,
+    )
+    client = harness.client = make_client(harness.runner)
+    return client

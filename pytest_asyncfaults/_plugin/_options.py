@@ -1,0 +1,249 @@
+"""The plugin's options and ini keys, and reading them: one message for a bad value.
+
+The per-test settings come from the one table in ``_settings``; the run-wide
+ones (seed, engine, Toxiproxy URL, services, proxies, environment, app,
+scenarios, report, timelines) are declared here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import pytest
+
+from .._exceptions import InvalidError
+from .._settings import HELP as SETTING_HELP
+from .._settings import MANY as MANY_VALUED
+from .._toxics._spec import check_name, parse_address
+from ._chaos import path_setting
+
+if TYPE_CHECKING:
+    pass
+
+
+ENGINE_MODES: Final = ("thread", "process")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("asyncfaults", "fault injection for async apps (pytest-asyncfaults)")
+    group.addoption(
+        "--asyncfaults-seed",
+        dest="asyncfaults_seed",
+        default=None,
+        help="seed for every random fault decision (toxicity, jitter, slicer sizes); "
+        "default: the ini key asyncfaults_seed, else a fresh one shown in the header",
+    )
+    parser.addini(
+        "asyncfaults_seed",
+        "seed for every random fault decision (see --asyncfaults-seed)",
+        default="",
+    )
+    group.addoption(
+        "--asyncfaults-engine",
+        dest="asyncfaults_engine",
+        default=None,
+        help="where the embedded engine runs: 'thread' (default) or 'process' "
+        "(an `asyncfaults serve` child, for apps that hold the GIL for long)",
+    )
+    parser.addini(
+        "asyncfaults_engine", "where the embedded engine runs: thread or process", default=""
+    )
+    group.addoption(
+        "--toxiproxy-url",
+        dest="toxiproxy_url",
+        default=None,
+        help="use the Toxiproxy HTTP API at this URL instead of the embedded engine "
+        "(also: TOXIPROXY_URL, ini asyncfaults_toxiproxy_url)",
+    )
+    parser.addini(
+        "asyncfaults_toxiproxy_url", "URL of a Toxiproxy server to use (see --toxiproxy-url)"
+    )
+    group.addoption(
+        "--asyncfaults-postgres-dsn",
+        dest="asyncfaults_postgres_dsn",
+        default=None,
+        help="the postgres_server fixture uses this server (postgresql://user@host:port/db) "
+        "instead of starting a cluster (also: ASYNCFAULTS_POSTGRES_DSN, "
+        "ini asyncfaults_postgres_dsn)",
+    )
+    parser.addini(
+        "asyncfaults_postgres_dsn",
+        "PostgreSQL server for postgres_server (see --asyncfaults-postgres-dsn)",
+    )
+    parser.addini(
+        "asyncfaults_proxies",
+        "proxies every test gets in the faults fixture, one 'name=host:port' a line",
+        type="linelist",
+        default=[],
+    )
+    group.addoption(
+        "--asyncfaults-app",
+        dest="asyncfaults_app",
+        default=None,
+        help="the ASGI app under test, as package.module:attribute (ini asyncfaults_app)",
+    )
+    parser.addini("asyncfaults_app", "the ASGI app under test, as package.module:attribute")
+    parser.addini(
+        "asyncfaults_env",
+        "environment the app reads, set before it is imported, one 'NAME=value' a line; "
+        "values may name proxies: DB_PORT={postgres.port}",
+        type="linelist",
+        default=[],
+    )
+    group.addoption(
+        "--asyncfaults-scenarios",
+        dest="asyncfaults_scenarios",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="scenario files (*.toml) for tests marked chaos: a directory or a file, "
+        "may be repeated (ini asyncfaults_scenarios)",
+    )
+    parser.addini(
+        "asyncfaults_scenarios",
+        "scenario directories or files for tests marked chaos, one a line, "
+        "relative to the ini file",
+        type="linelist",
+        default=[],
+    )
+    group.addoption(
+        "--asyncfaults-report",
+        dest="asyncfaults_report",
+        default=None,
+        metavar="FILE",
+        help="write the chaos matrix as JSON to FILE (ini asyncfaults_report)",
+    )
+    parser.addini("asyncfaults_report", "write the chaos matrix as JSON to this file")
+    group.addoption(
+        "--asyncfaults-timeline-dir",
+        dest="asyncfaults_timeline_dir",
+        default=None,
+        metavar="DIR",
+        help="where the timeline (HTML) of a failed test goes; default: pytest's cache "
+        "directory, .pytest_cache/d/asyncfaults-timelines (ini asyncfaults_timeline_dir)",
+    )
+    parser.addini("asyncfaults_timeline_dir", "where the timeline (HTML) of a failed test goes")
+    for name, text in SETTING_HELP.items():
+        flag = f"--asyncfaults-{name.replace('_', '-')}"
+        many = name in MANY_VALUED
+        group.addoption(
+            flag,
+            dest=f"asyncfaults_{name}",
+            default=None,
+            action="append" if many else "store",
+            help=text,
+        )
+        if many:
+            parser.addini(f"asyncfaults_{name}", text, type="linelist", default=[])
+        else:
+            parser.addini(f"asyncfaults_{name}", text)
+
+
+def read_seed(config: pytest.Config) -> int | None:
+    raw = config.getoption("asyncfaults_seed") or config.getini("asyncfaults_seed")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(str(raw), 0)
+    except ValueError:
+        raise pytest.UsageError(
+            f"asyncfaults_seed={raw!r} is not valid: expected an integer"
+        ) from None
+
+
+def toxiproxy_url(config: pytest.Config) -> str | None:
+    url = (
+        config.getoption("toxiproxy_url")
+        or os.environ.get("TOXIPROXY_URL")
+        or config.getini("asyncfaults_toxiproxy_url")
+    )
+    if not url:
+        return None
+    if not str(url).startswith(("http://", "https://")):
+        raise pytest.UsageError(f"toxiproxy url={url!r} is not valid: expected http://host:port")
+    return str(url)
+
+
+def postgres_dsn(config: pytest.Config) -> tuple[str, str] | None:
+    """The DSN of a user's PostgreSQL server, and the setting that gave it, if any."""
+    for setting, value in (
+        ("--asyncfaults-postgres-dsn", config.getoption("asyncfaults_postgres_dsn")),
+        ("ASYNCFAULTS_POSTGRES_DSN", os.environ.get("ASYNCFAULTS_POSTGRES_DSN")),
+        ("asyncfaults_postgres_dsn", config.getini("asyncfaults_postgres_dsn")),
+    ):
+        if value:
+            try:
+                from .._services._postgres import parse_dsn
+
+                parse_dsn(setting, str(value))
+            except InvalidError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            return str(value), setting
+    return None
+
+
+def engine_mode(config: pytest.Config) -> str:
+    mode = config.getoption("asyncfaults_engine") or config.getini("asyncfaults_engine")
+    if not mode:
+        return "thread"
+    if mode not in ENGINE_MODES:
+        raise pytest.UsageError(
+            f"asyncfaults_engine={mode!r} is not valid: expected one of {', '.join(ENGINE_MODES)}"
+        )
+    if toxiproxy_url(config) is not None:
+        raise pytest.UsageError(
+            f"asyncfaults_engine={mode!r} and a Toxiproxy URL were both given: "
+            f"choose one (the URL already names where the proxies live)"
+        )
+    return str(mode)
+
+
+def declared_proxies(config: pytest.Config) -> dict[str, str]:
+    declared: dict[str, str] = {}
+    for line in config.getini("asyncfaults_proxies"):
+        name, sep, upstream = line.partition("=")
+        try:
+            if not sep:
+                raise InvalidError(
+                    f"asyncfaults_proxies line {line!r} is not valid: expected name=host:port"
+                )
+            check_name("asyncfaults_proxies name", name.strip())
+            parse_address(f"asyncfaults_proxies {name.strip()}", upstream.strip())
+        except InvalidError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        declared[name.strip()] = upstream.strip()
+    return declared
+
+
+def option_reader(config: pytest.Config) -> Callable[[str], object]:
+    return lambda name: config.getoption(f"asyncfaults_{name}")
+
+
+def ini_reader(config: pytest.Config) -> Callable[[str], object]:
+    return lambda name: config.getini(f"asyncfaults_{name}")
+
+
+def env_lines(config: pytest.Config) -> dict[str, str]:
+    env = {}
+    for line in config.getini("asyncfaults_env"):
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise pytest.UsageError(
+                f"asyncfaults_env line {line!r} is not valid: expected NAME=value"
+            )
+        env[name.strip()] = value.strip()
+    return env
+
+
+def timeline_dir(config: pytest.Config) -> Path:
+    given = path_setting(config, "timeline_dir")
+    if given is not None:
+        return given
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("asyncfaults-timelines"))
+    return Path(tempfile.gettempdir()) / "asyncfaults-timelines"
