@@ -43,7 +43,7 @@ def test_all_is_what_the_module_offers() -> None:
 
 def test_a_name_not_exported_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'FaultCore'"):
-        pytest_asyncfaults.FaultCore  # type: ignore[attr-defined]  # noqa: B018
+        pytest_asyncfaults.FaultCore  # noqa: B018
 
 
 @pytest.mark.parametrize("name", sorted(EXPORTED))

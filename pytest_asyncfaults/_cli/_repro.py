@@ -30,17 +30,15 @@ from .._app._runner import AppRunner, load_app, make_client
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
 from .._faults import Faults
-from .._plugin._harness import describe_faults, stall_site, timeline_of
+from .._run import Run, describe_faults
 from .._scenario._model import (
     Expectations,
     Scenario,
-    judge_outcome,
-    judge_stalls,
     scenario_from_options,
 )
+from .._settings import Settings
 from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome
-from .._tasks._watchdog import LoopWatchdog
 from .._timeline import write_timeline
 
 DEFAULT_WITHIN: Final = 10.0
@@ -229,36 +227,31 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
         connections=faults.clients_open,
         faults_summary=lambda: describe_faults(faults),
     ).install()
+    run = Run(monitor, Settings(), faults, scenario)
     runner = AppRunner(
         app,  # type: ignore[arg-type]
         monitor,
         startup_timeout=plan.startup_timeout,
         shutdown_timeout=plan.startup_timeout,
     )
-    started = time.monotonic()
-    watchdog = LoopWatchdog(
-        asyncio.get_running_loop(),
-        threshold=(expect.max_stall_ms or 100) / 1000,
-    )
     status = EXIT_OK
     failure = ""
     try:
         await runner.start()
-        watchdog.start()
+        run.start_watchdog()
         async with contextlib.AsyncExitStack() as stack:
             if scenario is not None:
-                for planned in scenario.toxics:
-                    await stack.enter_async_context(faults[planned.proxy].apply(planned.spec))
+                await run.apply_scenario(stack)
                 say(out, f"  faults ({scenario.name}): " + scenario.describe_faults())
-            status, failure = await _exchange(plan, runner, monitor, expect, watchdog, out)
+            status, failure = await _exchange(plan, runner, run, expect, out)
     except LifespanError as exc:
         say(out, str(exc))
         status, failure = EXIT_FAILED, "the app's lifespan did not start"
     finally:
-        watchdog.stop()
+        run.stop_watchdog()
         client_timeline = None
         if status != EXIT_OK:
-            client_timeline = _timeline(plan, monitor, faults, watchdog, started, failure)
+            client_timeline = _timeline(plan, run, failure)
         await runner.stop()
         monitor.uninstall()
     if client_timeline is not None:
@@ -270,12 +263,12 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
 async def _exchange(
     plan: ReproPlan,
     runner: AppRunner,
-    monitor: TaskMonitor,
+    run: Run,
     expect: Expectations,
-    watchdog: LoopWatchdog,
     out: TextIO,
 ) -> tuple[int, str]:
     """Send the request, wait for the background work, judge it."""
+    monitor = run.monitor
     request = plan.request
     async with contextlib.AsyncExitStack() as files:
         client = await files.enter_async_context(make_client(runner))
@@ -311,10 +304,7 @@ async def _exchange(
             say(out, str(exc))
             return EXIT_FAILED, exc.short or "hang"
     _print_outcome(outcome, out)
-    unmet = judge_outcome(expect, outcome)
-    unmet += judge_stalls(
-        expect, [(stall.duration, stall_site(stall)) for stall in watchdog.stalls]
-    )
+    unmet = run.unmet(expect, outcome)
     if response.status_code >= 500:
         say(out, f"the app answered {response.status_code}")
         return EXIT_FAILED, f"{request} answered {response.status_code}"
@@ -335,24 +325,9 @@ def _print_outcome(outcome: Outcome, out: TextIO) -> None:
         say(out, f"  - {entry}{logged}")
 
 
-def _timeline(
-    plan: ReproPlan,
-    monitor: TaskMonitor,
-    faults: Faults,
-    watchdog: LoopWatchdog,
-    started: float,
-    failure: str,
-) -> Path | None:
+def _timeline(plan: ReproPlan, run: Run, failure: str) -> Path | None:
     path = plan.timeline or Path(tempfile.gettempdir()) / "asyncfaults-repro.html"
-    timeline = timeline_of(
-        monitor,
-        journal=faults.journal,
-        stalls=watchdog.stalls,
-        started_at=started,
-        title=f"asyncfaults repro {plan.app}: {plan.request}",
-        summary=failure,
-        scenario=plan.scenario,
-    )
+    timeline = run.timeline(title=f"asyncfaults repro {plan.app}: {plan.request}", summary=failure)
     try:
         return write_timeline(timeline, path)
     except OSError:

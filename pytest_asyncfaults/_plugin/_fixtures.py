@@ -117,19 +117,20 @@ def tasks(
     request: pytest.FixtureRequest, asyncfaults_settings: Settings, faults: Faults
 ) -> Iterator[TaskMonitor]:
     """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
+    from .._run import describe_faults
     from .._tasks._monitor import TaskMonitor
-    from ._harness import Harness, describe_faults
+    from ._harness import Harness
 
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
         faults_summary=lambda: describe_faults(faults),
     ).install()
-    harness = Harness(monitor, asyncfaults_settings, request.node, faults)
+    scenario = scenario_of(request.node)
+    harness = Harness(monitor, asyncfaults_settings, request.node, faults, scenario)
     harness.timeline_dir = timeline_dir(request.config)
-    harness.scenario = scenario_of(request.node)
-    if harness.scenario is not None and harness.scenario.expect.settle is not None:
-        monitor.default_within = harness.scenario.expect.settle  # tasks.settle() in the body
+    if scenario is not None and scenario.expect.settle is not None:
+        monitor.default_within = scenario.expect.settle  # tasks.settle() in the body
     request.node.stash[HARNESS_KEY] = harness
     try:
         yield monitor
