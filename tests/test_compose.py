@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_asyncfaults._toxics._spec import parse_address
+from pytest_asyncfaults._address import parse_address
 from pytest_asyncfaults._toxiproxy._config import load_proxy_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,9 +30,9 @@ import pytest_asyncio
 from conftest import IO_TIMEOUT, Peer, connect, expect_closed, recv_exactly
 
 from pytest_asyncfaults import InvalidError
+from pytest_asyncfaults._address import is_loopback
 from pytest_asyncfaults._backends._process import start_serve_process
 from pytest_asyncfaults._engine._core import FaultCore
-from pytest_asyncfaults._toxics._spec import is_loopback
 from pytest_asyncfaults._toxiproxy._api import toxiproxy_api
 from pytest_asyncfaults._toxiproxy._config import ProxyConfig, load_proxy_config
 

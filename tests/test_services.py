@@ -25,6 +25,7 @@ import aiosmtplib
 import pytest
 
 from pytest_asyncfaults import Faults, InvalidError, PostgresServer, ServiceError, SmtpServer
+from pytest_asyncfaults._address import free_port
 from pytest_asyncfaults._services import _postgres as _services
 from pytest_asyncfaults._services._postgres import (
     ExternalPostgres,
@@ -139,7 +140,7 @@ def test_own_cluster_steps_over_a_taken_port_and_stop_leaves_nothing(
 ) -> None:
     taken = socket.create_server(("127.0.0.1", 0))
     ports = iter([taken.getsockname()[1]])
-    real_free_port = _services.free_port
+    real_free_port = free_port
     monkeypatch.setattr(_services, "free_port", lambda: next(ports, None) or real_free_port())
     with taken, PostgresCluster() as cluster:
         pid, directory, port = cluster.pid, cluster.directory, cluster.port

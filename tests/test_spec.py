@@ -8,7 +8,8 @@ import re
 import pytest
 
 from pytest_asyncfaults import ConnectionSelector, InvalidError, ToxicSpec, make_toxic
-from pytest_asyncfaults._toxics._spec import parse_address, update_toxic
+from pytest_asyncfaults._address import parse_address
+from pytest_asyncfaults._toxics._spec import update_toxic
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
 

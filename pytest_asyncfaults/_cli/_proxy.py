@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO, final
 
+from .._address import format_address, is_loopback, parse_address
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, InvalidError
 from .._scenario._model import scenario_from_options
-from .._toxics._spec import format_address, is_loopback, parse_address
 
 
 @final

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, final
 
+from .._address import format_address, parse_address
 from .._exceptions import AlreadyExistsError, InvalidError, ListenError, NotFoundError
 from .._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
 from .._toxics._chain import ToxicChain
-from .._toxics._spec import ToxicSpec, check_name, format_address, parse_address, update_toxic
+from .._toxics._spec import ToxicSpec, check_name, update_toxic
 from ._models import ProxyInfo, ProxyStats
 
 UPSTREAM: Final = 0

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
+from .._address import parse_address
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
-from .._toxics._spec import check_name, parse_address
+from .._toxics._spec import check_name
 from ._chaos import path_setting
 
 if TYPE_CHECKING:

@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import IO, Any, Final, Protocol, Self
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from .._address import free_port
 from .._exceptions import InvalidError, ServiceError
 
 PG_BIN_GLOBS: Final = ("/usr/lib/postgresql/*/bin",)
@@ -101,14 +102,6 @@ class HasAddress(Protocol):
 
     @property
     def port(self) -> int: ...
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (another process may take it before we do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- DSNs ----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_address
 from types import MappingProxyType
 from typing import Any, Final, Literal, final
 
@@ -236,33 +235,3 @@ def update_toxic(
         attributes=MappingProxyType(check_attributes(spec.type, merged)),
         toxicity=spec.toxicity if toxicity is None else check_toxicity(toxicity),
     )
-
-
-def parse_address(
-    field_name: str, value: object, *, default_host: str | None = None
-) -> tuple[str, int]:
-    """``"host:port"`` (or ``"[v6]:port"``) to a pair, with a message naming the field."""
-    allowed = 'expected "host:port" with a port from 0 to 65535'
-    if not isinstance(value, str):
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
-    host, sep, port_text = value.rpartition(":")
-    if not sep and default_host is None:
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
-    host = host.strip("[]") if host else (default_host or "")
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
-    return host, int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    """Only this machine can reach it; a host name other than localhost may resolve anywhere."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._address import format_address, is_loopback, parse_address
 from .._engine._core import FaultCore
 from .._engine._loop import new_event_loop
 from .._engine._models import ProxyInfo
@@ -57,10 +58,7 @@ from .._toxics._spec import (
     check_stream,
     check_toxicity,
     check_type,
-    format_address,
-    is_loopback,
     make_toxic,
-    parse_address,
 )
 from .._version import __version__
 from ._config import ProxyConfig, load_proxy_config

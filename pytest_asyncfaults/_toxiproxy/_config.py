@@ -16,8 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Final, final
 
+from .._address import parse_address
 from .._exceptions import InvalidError
-from .._toxics._spec import check_name, parse_address
+from .._toxics._spec import check_name
 
 _KEYS: Final = ("name", "listen", "upstream", "enabled")
 _SHAPE: Final = 'a JSON array of {"name", "listen", "upstream", "enabled"?} objects'
