@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO, final
 
-from .._address import format_address, is_loopback, parse_address
+from .._address import format_address, is_loopback, parse_address, parse_pair
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, InvalidError
 from .._scenario._model import scenario_from_options
@@ -37,13 +37,12 @@ def parse_proxies(values: Sequence[str], *, allow_remote: bool) -> list[ProxyPla
     """``NAME=HOST:PORT`` or ``NAME=HOST:PORT@LISTEN_HOST:LISTEN_PORT``, checked."""
     plans = []
     for text in values:
-        name, sep, rest = text.partition("=")
+        name, rest = parse_pair(
+            f"--proxy={text!r}",
+            text,
+            "NAME=HOST:PORT[@LISTEN_HOST:PORT], e.g. postgres=127.0.0.1:5432@127.0.0.1:15432",
+        )
         upstream, at, listen = rest.partition("@")
-        if not sep or not name.strip() or not upstream.strip():
-            raise InvalidError(
-                f"--proxy={text!r} is not valid: expected NAME=HOST:PORT[@LISTEN_HOST:PORT], "
-                f"e.g. postgres=127.0.0.1:5432@127.0.0.1:15432"
-            )
         parse_address(f"--proxy {name} upstream", upstream.strip())
         listen = listen.strip() if at else "127.0.0.1:0"
         host, port = parse_address(f"--proxy {name} listen", listen)
@@ -52,7 +51,7 @@ def parse_proxies(values: Sequence[str], *, allow_remote: bool) -> list[ProxyPla
                 f"--proxy {name} listen={listen!r} is not a loopback address: anyone who "
                 f"reaches it could use the proxy; add --allow-remote to listen there anyway"
             )
-        plans.append(ProxyPlan(name.strip(), upstream.strip(), format_address(host, port)))
+        plans.append(ProxyPlan(name, upstream.strip(), format_address(host, port)))
     if not plans:
         raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
     names = [plan.name for plan in plans]

@@ -26,6 +26,7 @@ from typing import Final, TextIO, final
 
 import httpx
 
+from .._address import parse_pair
 from .._app._runner import AppRunner, load_app, make_client
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
@@ -154,10 +155,7 @@ def make_plan(
 
 def _pairs(option: str, values: Sequence[str], allowed: str) -> Iterator[tuple[str, str]]:
     for text in values:
-        name, sep, value = text.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise InvalidError(f"{option}={text!r} is not valid: expected {allowed}")
-        yield name.strip(), value.strip()
+        yield parse_pair(f"{option}={text!r}", text, allowed)
 
 
 def _read(path: str, option: str) -> str:

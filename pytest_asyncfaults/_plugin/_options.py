@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from .._address import parse_address
+from .._address import parse_address, parse_pair
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
@@ -206,17 +206,15 @@ def engine_mode(config: pytest.Config) -> str:
 def declared_proxies(config: pytest.Config) -> dict[str, str]:
     declared: dict[str, str] = {}
     for line in config.getini("asyncfaults_proxies"):
-        name, sep, upstream = line.partition("=")
         try:
-            if not sep:
-                raise InvalidError(
-                    f"asyncfaults_proxies line {line!r} is not valid: expected name=host:port"
-                )
-            check_name("asyncfaults_proxies name", name.strip())
-            parse_address(f"asyncfaults_proxies {name.strip()}", upstream.strip())
+            name, upstream = parse_pair(
+                f"asyncfaults_proxies line {line!r}", line, "name=host:port", value_required=False
+            )
+            check_name("asyncfaults_proxies name", name)
+            parse_address(f"asyncfaults_proxies {name}", upstream)
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
-        declared[name.strip()] = upstream.strip()
+        declared[name] = upstream
     return declared
 
 
@@ -231,12 +229,13 @@ def ini_reader(config: pytest.Config) -> Callable[[str], object]:
 def env_lines(config: pytest.Config) -> dict[str, str]:
     env = {}
     for line in config.getini("asyncfaults_env"):
-        name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            raise pytest.UsageError(
-                f"asyncfaults_env line {line!r} is not valid: expected NAME=value"
+        try:
+            name, value = parse_pair(
+                f"asyncfaults_env line {line!r}", line, "NAME=value", value_required=False
             )
-        env[name.strip()] = value.strip()
+        except InvalidError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        env[name] = value
     return env
 
 
