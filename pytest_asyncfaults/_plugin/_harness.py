@@ -41,7 +41,7 @@ from .._faults import Faults, FaultWindow, describe_toxic
 from .._scenario._model import Scenario, judge_outcome, judge_stalls
 from .._settings import Settings
 from .._tasks import _detectors as detectors
-from .._tasks._awaitchain import stack_site
+from .._tasks._frames import describe_site, exception_chain, stack_site
 from .._tasks._monitor import TaskMonitor, TaskRecord
 from .._tasks._watchdog import LoopWatchdog, Stall
 from .._timeline import FaultSpan, Mark, RequestSpan, StallSpan, TaskSpan, Timeline, write_timeline
@@ -280,11 +280,7 @@ class Harness:
         dropped, the tracebacks themselves stay printable. The test's own
         exception is left alone: pytest still has to show it.
         """
-        keep: set[int] = set()
-        cause = escaped
-        while cause is not None and id(cause) not in keep:
-            keep.add(id(cause))
-            cause = cause.__cause__ or cause.__context__
+        keep = {id(cause) for cause in exception_chain(escaped)}
         failures = [record.exception for record in self.monitor.records]
         failures += [log.exc_info[1] for log in self.monitor.error_logs if log.exc_info]
         for exc in failures:
@@ -425,10 +421,7 @@ def _machinery(record: TaskRecord) -> bool:
 
 
 def stall_site(stall: Stall) -> str:
-    site = stall.blocking_frame
-    if site is None:
-        return "an unknown place"
-    return site.location() + (f": `{site.source}`" if site.source else "")
+    return describe_site(stall.blocking_frame)
 
 
 def timeline_of(

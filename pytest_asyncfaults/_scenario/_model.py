@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError, ScenarioError
+from .._tasks._frames import exception_chain
 from .._tasks._outcome import Outcome
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import ToxicSpec, make_toxic
@@ -525,14 +526,7 @@ def failure_matches(exception: BaseException, type_name: str) -> bool:
     raised on top (asyncpg's rollback on a connection the timeout closed raises
     ``InterfaceError`` while handling the ``TimeoutError``).
     """
-    seen: set[int] = set()
-    current: BaseException | None = exception
-    while current is not None and id(current) not in seen:
-        if exception_matches(current, type_name):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(exception_matches(cause, type_name) for cause in exception_chain(exception))
 
 
 @final

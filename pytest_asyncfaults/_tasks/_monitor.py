@@ -31,8 +31,9 @@ from types import CodeType, FrameType
 from typing import Any, Final, final
 
 from .._exceptions import AsyncFaultsError, HangError
-from ._awaitchain import await_chain, format_chain, format_site
+from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
+from ._frames import Frame, creator_kind, exception_chain, format_site
 from ._outcome import Outcome, State, TaskOutcome
 
 CANCEL_BOUND: Final = 2.0
@@ -48,13 +49,6 @@ _original_gather: Final = asyncio.tasks.gather
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
-
-# Frames of the machinery between a create_task call and whoever asked for it.
-_LIBRARY_PARTS: Final = ("/asyncio/", "/anyio/_backends/", "/anyio/_core/", "/contextlib.py")
-# Whoever asked for it is a test runner: the test's own task, anyio's runner task.
-_RUNNER_PARTS: Final = ("/pytest_asyncio/", "/anyio/pytest_plugin.py", "/_pytest/", "/pluggy/")
-
-Frame = tuple[str, int, str]
 
 
 def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: Any) -> Any:
@@ -106,28 +100,10 @@ def _frames(raw: tuple[CodeType | int, ...]) -> Iterator[tuple[CodeType, int]]:
     return zip(codes, offsets, strict=True)  # type: ignore[arg-type]
 
 
-_KINDS: dict[CodeType, str] = {}
-"""Per code object: "library", "runner" or "other" (asked once per code, not per task)."""
-
-
-def _kind(code: CodeType) -> str:
-    kind = _KINDS.get(code)
-    if kind is None:
-        path = code.co_filename.replace("\\", "/")
-        if any(part in path for part in _LIBRARY_PARTS):
-            kind = "library"
-        elif any(part in path for part in _RUNNER_PARTS):
-            kind = "runner"
-        else:
-            kind = "other"
-        _KINDS[code] = kind
-    return kind
-
-
 def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
     """Was the task asked for by a test runner (the test's own task, anyio's runner)?"""
     for index in range(0, len(raw), 2):
-        kind = _kind(raw[index])  # type: ignore[arg-type]
+        kind = creator_kind(raw[index])  # type: ignore[arg-type]
         if kind != "library":
             return kind == "runner"
     return False
@@ -500,13 +476,8 @@ class TaskMonitor:
         for record in self.error_logs:
             if record.exc_info is None or record.name == "asyncio":
                 continue
-            logged: BaseException | None = record.exc_info[1]
-            seen: set[int] = set()
-            while logged is not None and id(logged) not in seen:
-                if logged is exception:
-                    return True
-                seen.add(id(logged))
-                logged = logged.__cause__ or logged.__context__
+            if any(logged is exception for logged in exception_chain(record.exc_info[1])):
+                return True
         return False
 
     # -- reporting ---------------------------------------------------------------------------------
