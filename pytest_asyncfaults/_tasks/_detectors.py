@@ -23,8 +23,14 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Final, final
 
-from .._backends import _base as _host
-from ._frames import Frame, exception_chain, format_site, short_path, site_frame
+from ._frames import (
+    Frame,
+    exception_chain,
+    format_site,
+    not_the_apps_stall,
+    short_path,
+    site_frame,
+)
 from ._monitor import TaskMonitor, TaskRecord
 from ._watchdog import Stall, format_stall
 
@@ -336,20 +342,10 @@ def report(findings: Sequence[Finding]) -> str:
     return "\n\n".join([head, *(str(finding) for finding in findings)])
 
 
-_IDLE_FRAMES: Final = ("/selectors.py", "/asyncio/base_events.py")
-_HOST_CALL: Final = (_host.__file__, _host.ProxyHost.call.__name__)
-"""The fault proxy's own blocking control call (``proxy.stats`` on a child process or a
-Toxiproxy server): the harness's wait, not the app's."""
-
-
 def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
     findings = []
     for stall in stalls:
-        innermost = stall.stack[0] if stall.stack else None
-        if innermost is not None and innermost[0].replace("\\", "/").endswith(_IDLE_FRAMES):
-            # The loop was waiting in select(): the machine, not the app, was slow.
-            continue
-        if any((filename, function) == _HOST_CALL for filename, _, function in stall.stack):
+        if not_the_apps_stall(stall.stack):
             continue
         findings.append(
             Finding(

@@ -9,7 +9,8 @@ report. The walk along ``__cause__`` / ``__context__`` is here for the same
 reason, and because an exception chain can loop (``a.__context__ = b;
 b.__context__ = a``), so the one walk is the one that cannot hang.
 
-It imports nothing of the package, so anything may use it.
+It imports nothing of the package: anything may use it, and it knows other
+packages only through what they register (``machinery_call``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import sysconfig
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import CodeType
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 Frame = tuple[str, int, str]
 """(filename, line number, function name): a frame as stacks are kept, innermost first."""
 
 UNKNOWN_PLACE: Final = "an unknown place"
 
+F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 # -- where code lives ------------------------------------------------------------------------
@@ -143,6 +145,38 @@ def creator_kind(code: CodeType) -> CreatorKind:
             kind = "other"
         _KINDS[code] = kind
     return kind
+
+
+# -- stalls that are not the app's -----------------------------------------------------------
+
+_IDLE_FRAMES: Final = ("/selectors.py", "/asyncio/base_events.py")
+_MACHINERY_CALLS: set[tuple[str, str]] = set()
+"""(filename, function) of blocking calls made by the plugin's own machinery."""
+
+
+def machinery_call(func: F) -> F:
+    """Mark a function that blocks the calling loop on purpose, as the plugin's own wait.
+
+    The fault proxy's control calls (``proxy.stats`` on a child process or a
+    Toxiproxy server) block the test's loop for as long as the far end takes:
+    a stall the harness caused, not the app. The module that owns such a call
+    registers it here when it is imported, so this module need not import it
+    (the tasks package must not depend on the backends).
+    """
+    code = func.__code__
+    _MACHINERY_CALLS.add((code.co_filename, code.co_name))
+    return func
+
+
+def not_the_apps_stall(stack: Sequence[Frame]) -> bool:
+    """A stalled loop's stack (innermost first) that is no fault of the app's code.
+
+    The loop was waiting in ``select()`` (the machine, not the app, was slow),
+    or it was inside a call registered with ``machinery_call``.
+    """
+    if stack and stack[0][0].replace("\\", "/").endswith(_IDLE_FRAMES):
+        return True
+    return any((filename, function) in _MACHINERY_CALLS for filename, _, function in stack)
 
 
 # -- sites -----------------------------------------------------------------------------------
