@@ -54,6 +54,7 @@ from .._toxics import TOXIC_TYPES
 from .._toxics._spec import (
     ConnectionSelector,
     ToxicSpec,
+    attribute_mapping,
     check_name,
     check_stream,
     check_toxicity,
@@ -215,15 +216,10 @@ def _milliseconds(field_name: str, value: object) -> int:
     return value
 
 
-def _attributes(toxic_type: str, value: object) -> dict[str, object] | None:
-    if _missing(value):
-        return None
-    if not isinstance(value, dict):
-        names = ", ".join(TOXIC_TYPES[toxic_type].attribute_names) or "no attributes"
-        raise InvalidError(
-            f"attributes={value!r} is not valid: expected a JSON object; {toxic_type} takes {names}"
-        )
-    return value
+def _attributes(toxic_type: str, value: object) -> Mapping[str, object] | None:
+    """JSON null is no attributes, as in Toxiproxy; what they are worth is checked later,
+    by the toxic's one validator (an update's are merged first)."""
+    return None if _missing(value) else attribute_mapping(toxic_type, value)
 
 
 _PROXY_SHAPE: Final = '{"name", "upstream", "listen"?, "enabled"?}'
