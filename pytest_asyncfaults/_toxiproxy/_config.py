@@ -11,13 +11,13 @@ otherwise be silently ignored.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Final, final
 
 from .._exceptions import InvalidError
 from .._toxics._spec import check_name, parse_address
+from ._json import load_json
 
 _KEYS: Final = ("name", "listen", "upstream", "enabled")
 _SHAPE: Final = 'a JSON array of {"name", "listen", "upstream", "enabled"?} objects'
@@ -42,14 +42,7 @@ def load_proxy_config(path: str | os.PathLike[str]) -> list[ProxyConfig]:
             raw = file.read()
     except OSError as exc:
         raise InvalidError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidError(
-            f"{where}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except (ValueError, RecursionError) as exc:  # undecodable bytes, absurd nesting
-        raise InvalidError(f"{where}: not valid JSON: {exc}") from None
+    data = load_json(raw, where)
     if not isinstance(data, list):
         raise InvalidError(f"{where}: expected {_SHAPE}, got a JSON {_json_type(data)}")
     proxies: list[ProxyConfig] = []
