@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
 from ._awaitchain import await_chain, format_chain
@@ -94,10 +94,10 @@ def _line(code: CodeType, offset: int) -> int:
     return code.co_firstlineno
 
 
-def _frames(raw: tuple[CodeType | int, ...]) -> Iterator[tuple[CodeType, int]]:
-    """(code, instruction offset) pairs of a captured stack."""
-    codes, offsets = raw[0::2], raw[1::2]
-    return zip(codes, offsets, strict=True)  # type: ignore[arg-type]
+def _stack(raw: tuple[CodeType | int, ...]) -> tuple[Frame, ...]:
+    """A captured stack as frames, innermost first: the work ``_capture`` put off."""
+    pairs = cast("Iterator[tuple[CodeType, int]]", zip(raw[0::2], raw[1::2], strict=True))
+    return tuple((code.co_filename, _line(code, offset), code.co_name) for code, offset in pairs)
 
 
 def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
@@ -179,10 +179,7 @@ class TaskRecord:
     @property
     def stack(self) -> tuple[Frame, ...]:
         """Where the task was created, innermost frame first."""
-        return tuple(
-            (code.co_filename, _line(code, offset), code.co_name)
-            for code, offset in _frames(self.raw_stack)
-        )
+        return _stack(self.raw_stack)
 
     @property
     def name(self) -> str:
@@ -257,10 +254,8 @@ class GatherRecord:
 
     @property
     def stack(self) -> tuple[Frame, ...]:
-        return tuple(
-            (code.co_filename, _line(code, offset), code.co_name)
-            for code, offset in _frames(self.raw_stack)
-        )
+        """Where the gather was called, innermost frame first."""
+        return _stack(self.raw_stack)
 
 
 @final
