@@ -25,7 +25,7 @@ from ._faults import Faults, FaultWindow, describe_toxic
 from ._scenario._model import Expectations, Scenario, Unmet, judge_outcome, judge_stalls
 from ._settings import LeakPolicy, Settings
 from ._tasks import _detectors as detectors
-from ._tasks._awaitchain import stack_site
+from ._tasks._frames import describe_site, exception_chain, stack_site
 from ._tasks._monitor import TaskMonitor, TaskRecord
 from ._tasks._outcome import Outcome
 from ._tasks._watchdog import LoopWatchdog, Stall
@@ -54,10 +54,7 @@ async def describe_faults(faults: Faults) -> list[str]:
 
 
 def stall_site(stall: Stall) -> str:
-    site = stall.blocking_frame
-    if site is None:
-        return "an unknown place"
-    return site.location() + (f": `{site.source}`" if site.source else "")
+    return describe_site(stall.blocking_frame)
 
 
 @final
@@ -161,11 +158,7 @@ class Run:
         dropped, the tracebacks themselves stay printable. The run's own
         exception is left alone: it still has to be shown.
         """
-        keep: set[int] = set()
-        cause = escaped
-        while cause is not None and id(cause) not in keep:
-            keep.add(id(cause))
-            cause = cause.__cause__ or cause.__context__
+        keep = {id(cause) for cause in exception_chain(escaped)}
         failures = [record.exception for record in self.monitor.records]
         failures += [log.exc_info[1] for log in self.monitor.error_logs if log.exc_info]
         for exc in failures:

@@ -4,11 +4,14 @@ names the field, the bad value and what is allowed."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from pytest_asyncfaults import ConnectionSelector, InvalidError, ToxicSpec, make_toxic
+from pytest_asyncfaults import ConnectionSelector, InvalidError, ScenarioError, ToxicSpec, make_toxic
 from pytest_asyncfaults._address import parse_address
+from pytest_asyncfaults._scenario._model import load_scenario
+from pytest_asyncfaults._toxics import TOXIC_TYPES, Slicer
 from pytest_asyncfaults._toxics._spec import update_toxic
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
@@ -193,6 +196,34 @@ def test_slicer_size_variation_must_be_below_average_size(average: int, variatio
 def test_slicer_size_variation_just_below_average_size_is_fine() -> None:
     spec = make_toxic("slicer", attributes={"average_size": 5, "size_variation": 4})
     assert spec.attributes["size_variation"] == 4
+
+
+def test_a_toxics_own_rule_is_its_stages_check() -> None:
+    """The slicer's rule lives on its stage; a toxic without a rule accepts any counts."""
+    with pytest.raises(InvalidError, match=re.escape("slicer.size_variation=3 is not valid")):
+        Slicer.check({"average_size": 3, "size_variation": 3, "delay": 0})
+    Slicer.check({"average_size": 3, "size_variation": 2, "delay": 0})
+    for stage in TOXIC_TYPES.values():
+        if stage is not Slicer:
+            stage.check(dict.fromkeys(stage.attribute_names, 0))
+
+
+def test_every_door_is_told_the_same_slicer_rule(tmp_path: Path) -> None:
+    """The Python API, an update and a scenario file share the one validator."""
+    message = "slicer.size_variation=9 is not valid: must be less than average_size (9)"
+    with pytest.raises(InvalidError, match=f"^{re.escape(message)}$"):
+        make_toxic("slicer", attributes={"average_size": 9, "size_variation": 9})
+    spec = make_toxic("slicer", attributes={"average_size": 10, "size_variation": 9})
+    with pytest.raises(InvalidError, match=f"^{re.escape(message)}$"):
+        update_toxic(spec, attributes={"average_size": 9})
+    path = tmp_path / "slicer.toml"
+    path.write_text(
+        '[[faults]]\nproxy = "db"\ntoxic = "slicer"\n'
+        "attributes = { average_size = 9, size_variation = 9 }\n"
+    )
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(path)
+    assert str(raised.value) == f"{path}: faults[0]: {message}"
 
 
 @pytest.mark.parametrize("bad", ["", "  ", "a/b"])

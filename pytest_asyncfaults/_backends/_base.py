@@ -22,6 +22,7 @@ from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 from .._engine._loop import new_event_loop
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import EngineError
+from .._tasks._frames import machinery_call
 from .._toxics._spec import ToxicSpec
 
 T = TypeVar("T")
@@ -180,8 +181,14 @@ class ProxyHost(ABC, Generic[TargetT]):
             raise EngineError(f"{self.describe()} is not running: start it first")
         return asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), loop)
 
+    @machinery_call
     def call(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` on the host's loop and wait (bounded) for its result."""
+        """Run ``fn`` on the host's loop and wait (bounded) for its result.
+
+        It blocks the caller's loop (``proxy.stats`` from a test, on a child process
+        or a Toxiproxy server), so it is registered as the plugin's own wait: the
+        blocked-loop detector does not blame the app for it.
+        """
         if threading.current_thread() is self._thread:
             raise EngineError("a blocking call from the host's own thread would deadlock")
         future = self._submit(fn, *args, **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, Final, final
 
 import httpx
@@ -22,7 +21,8 @@ from .._exceptions import (
     InvalidError,
     error_for_status,
 )
-from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+from .._toxics._spec import ToxicSpec
+from .._toxiproxy._json import proxy_from_json, stats_from_json, toxic_from_json
 from ._base import CALL_TIMEOUT, ProxyHost
 
 CONNECT_TIMEOUT: Final = 2.0
@@ -33,30 +33,6 @@ HOW_TO_START: Final = (
     "start one with `asyncfaults serve` (or `docker compose -f docker-compose.toxiproxy.yml "
     "up -d`), or unset TOXIPROXY_URL / --toxiproxy-url to use the embedded engine"
 )
-
-
-def _toxic_from_json(data: Mapping[str, Any]) -> ToxicSpec:
-    connections = data.get("connections")
-    return ToxicSpec(
-        name=str(data["name"]),
-        type=str(data["type"]),
-        stream=check_stream(data.get("stream") or "downstream"),
-        toxicity=float(data.get("toxicity", 1.0)),
-        attributes=MappingProxyType(dict(data.get("attributes") or {})),
-        connections=None if connections in (None, "") else ConnectionSelector.parse(connections),
-        start_after=int(data.get("start_after") or 0),
-        duration=None if data.get("duration") is None else int(data["duration"]),
-    )
-
-
-def _proxy_from_json(data: Mapping[str, Any]) -> ProxyInfo:
-    return ProxyInfo(
-        name=str(data["name"]),
-        listen=str(data["listen"]),
-        upstream=str(data["upstream"]),
-        enabled=bool(data.get("enabled", True)),
-        toxics=tuple(_toxic_from_json(toxic) for toxic in data.get("toxics") or ()),
-    )
 
 
 @final
@@ -130,7 +106,7 @@ class ToxiproxyClient:
         self, name: str, upstream: str, listen: str = "127.0.0.1:0", enabled: bool = True
     ) -> ProxyInfo:
         body = {"name": name, "upstream": upstream, "listen": listen, "enabled": enabled}
-        return _proxy_from_json(await self._request("POST", "/proxies", body))
+        return proxy_from_json(await self._request("POST", "/proxies", body))
 
     async def update_proxy(
         self,
@@ -142,21 +118,21 @@ class ToxiproxyClient:
     ) -> ProxyInfo:
         given = {"upstream": upstream, "listen": listen, "enabled": enabled}
         body = {key: value for key, value in given.items() if value is not None}
-        return _proxy_from_json(await self._request("POST", f"/proxies/{name}", body))
+        return proxy_from_json(await self._request("POST", f"/proxies/{name}", body))
 
     async def delete_proxy(self, name: str) -> None:
         await self._request("DELETE", f"/proxies/{name}")
 
     async def proxy_info(self, name: str) -> ProxyInfo:
-        return _proxy_from_json(await self._request("GET", f"/proxies/{name}"))
+        return proxy_from_json(await self._request("GET", f"/proxies/{name}"))
 
     async def proxies(self) -> dict[str, ProxyInfo]:
         data = await self._request("GET", "/proxies")
-        return {name: _proxy_from_json(proxy) for name, proxy in data.items()}
+        return {name: proxy_from_json(proxy) for name, proxy in data.items()}
 
     async def populate(self, proxies: list[Mapping[str, object]]) -> list[ProxyInfo]:
         data = await self._request("POST", "/populate", proxies)
-        return [_proxy_from_json(proxy) for proxy in data["proxies"]]
+        return [proxy_from_json(proxy) for proxy in data["proxies"]]
 
     async def stats(self, name: str) -> ProxyStats:
         if not self.extensions:
@@ -165,23 +141,14 @@ class ToxiproxyClient:
                 f"engine or `asyncfaults serve`"
             )
         data = await self._request("GET", f"/proxies/{name}/stats")
-        return ProxyStats(
-            accepted=int(data["accepted"]),
-            open=int(data["open"]),
-            clients_open=int(data.get("clients_open", data["open"])),
-            closed=int(data["closed"]),
-            bytes_upstream=int(data["bytes_upstream"]),
-            bytes_downstream=int(data["bytes_downstream"]),
-            upstream_errors=int(data["upstream_errors"]),
-            toxics_hit=MappingProxyType(dict(data["toxics_hit"])),
-        )
+        return stats_from_json(data)
 
     async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
         data = await self._request("GET", f"/proxies/{proxy}/toxics")
-        return tuple(_toxic_from_json(toxic) for toxic in data)
+        return tuple(toxic_from_json(toxic) for toxic in data)
 
     async def toxic(self, proxy: str, name: str) -> ToxicSpec:
-        return _toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
+        return toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
         body = spec.to_json()
@@ -191,7 +158,7 @@ class ToxiproxyClient:
                 f"{', '.join(extras)} is not supported by the Toxiproxy at {self.url} (it would "
                 f"ignore it silently): use the embedded engine or `asyncfaults serve`"
             )
-        return _toxic_from_json(await self._request("POST", f"/proxies/{proxy}/toxics", body))
+        return toxic_from_json(await self._request("POST", f"/proxies/{proxy}/toxics", body))
 
     async def update_toxic(
         self,
@@ -207,7 +174,7 @@ class ToxiproxyClient:
         if toxicity is not None:
             body["toxicity"] = toxicity
         path = f"/proxies/{proxy}/toxics/{name}"
-        return _toxic_from_json(await self._request("POST", path, body))
+        return toxic_from_json(await self._request("POST", path, body))
 
     async def remove_toxic(self, proxy: str, name: str) -> None:
         await self._request("DELETE", f"/proxies/{proxy}/toxics/{name}")

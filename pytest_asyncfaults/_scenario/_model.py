@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError, ScenarioError
+from .._tasks._frames import exception_chain
 from .._tasks._outcome import Outcome
 from .._toxics import TOXIC_TYPES
-from .._toxics._spec import ToxicSpec, make_toxic
+from .._toxics._spec import AttributeWording, ToxicSpec, check_attributes, make_toxic
 
 OutcomeKind = Literal["completed", "failed", "any"]
 OUTCOMES: Final = ("completed", "failed", "any")
@@ -220,11 +221,41 @@ class _Reader:
         return value
 
     def check(self, key: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one of ``_spec``'s checks, its message given the file and the key."""
+        """Run one of ``_spec``'s checks, its message given the file and the key (if the
+        message does not name it already)."""
         try:
             return call(*args, **kwargs)
         except InvalidError as exc:
-            raise ScenarioError(f"{self.source}: {key}: {exc}") from None
+            where = f"{key}: " if key else ""
+            raise ScenarioError(f"{self.source}: {where}{exc}") from None
+
+
+class _FileWording(AttributeWording):
+    """``check_attributes``'s mistakes as a scenario file's reader needs them: the key
+    in the file (``faults[0].attributes.latency``), in TOML's terms (a table, a whole
+    number)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def not_a_mapping(self, toxic_type: str, value: object) -> str:
+        names = self.names(toxic_type, "nothing")
+        return f"{self.key}.attributes={value!r} is not valid: expected a table of {names}"
+
+    def unknown(self, toxic_type: str, key: object) -> str:
+        allowed = self.names(toxic_type, "none")
+        return (
+            f"{self.key}.attributes.{key} is not an attribute of {toxic_type}: expected {allowed}"
+        )
+
+    def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
+        return (
+            f"{self.key}.attributes.{key}={value!r} is not valid: "
+            f"expected a whole number >= 0 ({toxic_type}'s {key})"
+        )
+
+    def rule(self, toxic_type: str, message: str) -> str:
+        return f"{self.key}: {message}"
 
 
 def _fault(reader: _Reader, key: str, table: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -242,21 +273,7 @@ def _fault(reader: _Reader, key: str, table: Mapping[str, Any]) -> tuple[str, di
     if not isinstance(toxic, str) or toxic not in TOXIC_TYPES:
         raise reader.fail(f"{key}.toxic", toxic, f"one of {', '.join(TOXIC_TYPES)}")
     attributes = table.get("attributes", {})
-    allowed = TOXIC_TYPES[toxic].attribute_names
-    if not isinstance(attributes, dict):
-        raise reader.fail(
-            f"{key}.attributes", attributes, f"a table of {', '.join(allowed) or 'nothing'}"
-        )
-    for name, value in attributes.items():
-        if name not in allowed:
-            raise ScenarioError(
-                f"{reader.source}: {key}.attributes.{name} is not an attribute of {toxic}: "
-                f"expected {', '.join(allowed) or 'none'}"
-            )
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise reader.fail(
-                f"{key}.attributes.{name}", value, f"a whole number >= 0 ({toxic}'s {name})"
-            )
+    reader.check("", check_attributes, toxic, attributes, _FileWording(key))
     arguments: dict[str, Any] = {"attributes": attributes}
     for name in ("start_after", "duration"):
         if name in table:
@@ -525,14 +542,7 @@ def failure_matches(exception: BaseException, type_name: str) -> bool:
     raised on top (asyncpg's rollback on a connection the timeout closed raises
     ``InterfaceError`` while handling the ``TimeoutError``).
     """
-    seen: set[int] = set()
-    current: BaseException | None = exception
-    while current is not None and id(current) not in seen:
-        if exception_matches(current, type_name):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(exception_matches(cause, type_name) for cause in exception_chain(exception))
 
 
 @final

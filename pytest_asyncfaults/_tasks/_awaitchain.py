@@ -20,131 +20,24 @@ import asyncio
 import gc
 import inspect
 import linecache
-import os
-import sysconfig
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Final, NamedTuple
+
+from ._frames import ChainFrame, fold, folded_line, user_first
 
 MAX_DEPTH: Final = 100
 """Frames walked at most: a chain longer than this is a bug of its own."""
 
 _REPR_WIDTH: Final = 80
 _COLLAPSE_OVER: Final = 6
-"""Library runs longer than this are folded in ``format_chain``."""
-_KEEP_INNERMOST: Final = 3
+"""Library runs longer than this are folded in ``format_chain``, but for their first and
+last frame: an await chain goes through few libraries, and how it enters and leaves each
+one is part of the story."""
 _CHILDREN_SHOWN: Final = 3
 
-# -- where code lives ------------------------------------------------------------------------
-
-
-def _stdlib_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    found: list[str] = []
-    for candidate in (paths.get("stdlib"), paths.get("platstdlib"), os.path.dirname(os.__file__)):
-        if not candidate:
-            continue
-        for form in (os.path.abspath(candidate), os.path.realpath(candidate)):
-            if form not in found:
-                found.append(form)
-    return tuple(found)
-
-
-_STDLIB_DIRS: Final = _stdlib_dirs()
-_OWN_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-"""The package's own directory: its frames are machinery, never the line to blame."""
-_SITE_DIRS: Final = ("site-packages", "dist-packages")
-
-
-def _is_pseudo(filename: str) -> bool:
-    return filename.startswith("<") and filename.endswith(">")
-
-
-def _after_site(filename: str) -> str | None:
-    parts = filename.replace("\\", "/").split("/")
-    for index in range(len(parts) - 1, -1, -1):
-        if parts[index] in _SITE_DIRS:
-            return "/".join(parts[index + 1 :]) or None
-    return None
-
-
-def _relative(path: str, root: str) -> str | None:
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:  # another drive, on Windows
-        return None
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
-        return None
-    return rel.replace(os.sep, "/")
-
-
-def _is_library(filename: str) -> bool:
-    """Code the user does not own: stdlib, installed packages, this plugin, ``<frozen ...>``."""
-    if not filename or _is_pseudo(filename) or _after_site(filename) is not None:
-        return True
-    path = os.path.abspath(filename)
-    return any(_relative(path, root) is not None for root in (*_STDLIB_DIRS, _OWN_DIR))
-
-
-def short_path(filename: str) -> str:
-    """A file name as short as it can be while a reader still knows which file it is.
-
-    Installed packages print from their top-level package ("asyncpg/connection.py"),
-    the stdlib from its own root ("asyncio/streams.py"), the user's files from the
-    current directory; anything else stays as it is.
-    """
-    if not filename or _is_pseudo(filename):
-        return filename
-    after = _after_site(filename)
-    if after is not None:
-        return after
-    path = os.path.abspath(filename)
-    for root in _STDLIB_DIRS:
-        rel = _relative(path, root)
-        if rel is not None:
-            return rel
-    try:
-        cwd = os.getcwd()
-    except OSError:  # the directory was removed under us
-        return filename
-    rel = _relative(path, cwd)
-    return rel if rel is not None else filename
-
-
-def _package(filename: str) -> str:
-    head = short_path(filename).split("/", 1)[0]
-    return head.removesuffix(".py") or filename
-
-
 # -- the chain -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChainFrame:
-    filename: str
-    lineno: int
-    function: str
-    source: str
-    """The stripped source line, "" when the file cannot be read."""
-
-    @property
-    def is_user(self) -> bool:
-        """The frame is in code the user can change (the line they would fix)."""
-        return not _is_library(self.filename)
-
-    def location(self) -> str:
-        return f"{short_path(self.filename)}:{self.lineno} in {self.function}"
-
-
-def _user_frame(innermost_first: Iterable[ChainFrame]) -> ChainFrame | None:
-    fallback: ChainFrame | None = None
-    for frame in innermost_first:
-        if fallback is None:
-            fallback = frame
-        if frame.is_user:
-            return frame
-    return fallback
 
 
 @dataclass(frozen=True)
@@ -159,7 +52,7 @@ class AwaitChain:
 
     def user_frame(self) -> ChainFrame | None:
         """The innermost frame in the user's code, else the innermost frame at all."""
-        return _user_frame(reversed(self.frames))
+        return user_first(reversed(self.frames), lambda frame: frame.filename)
 
 
 def _chain_frame(frame: FrameType) -> ChainFrame:
@@ -419,7 +312,7 @@ class _Walk:
             walk.task(future)
         except Exception:  # the child's own chain is reported on its own anyway
             return f"{label} (see its own chain)"
-        where = _user_frame(reversed(walk.frames))
+        where = user_first(reversed(walk.frames), lambda frame: frame.filename)
         return f"{label} at {where.location()}" if where is not None else label
 
 
@@ -617,31 +510,6 @@ def await_chain(task: asyncio.Task[Any]) -> AwaitChain:
 # -- printing --------------------------------------------------------------------------------
 
 
-def _visible(chain: AwaitChain, keep: set[int]) -> list[int | tuple[int, int]]:
-    """Frame indexes to print, with folded library runs as (first, last) index pairs."""
-    breaks = {index for index, _ in chain.hops}
-    out: list[int | tuple[int, int]] = []
-    run: list[int] = []
-
-    def flush() -> None:
-        if len(run) > _COLLAPSE_OVER:
-            out.extend([run[0], (run[1], run[-2]), run[-1]])
-        else:
-            out.extend(run)
-        run.clear()
-
-    for index in range(len(chain.frames)):
-        if index in breaks:
-            flush()
-        if index in keep:
-            flush()
-            out.append(index)
-        else:
-            run.append(index)
-    flush()
-    return out
-
-
 def format_chain(chain: AwaitChain, *, indent: str = "    ") -> str:
     """The chain for a terminal: every line starts with ``indent``; "> " marks the line to fix.
 
@@ -652,15 +520,15 @@ def format_chain(chain: AwaitChain, *, indent: str = "    ") -> str:
     frames = chain.frames
     user = chain.user_frame()
     marked = next((i for i in range(len(frames) - 1, -1, -1) if frames[i] is user), -1)
-    keep = {i for i, frame in enumerate(frames) if frame.is_user}
-    keep.update(range(max(0, len(frames) - _KEEP_INNERMOST), len(frames)))
+    filenames = [frame.filename for frame in frames]
     hops = dict(chain.hops)
     lines: list[str] = []
-    for item in _visible(chain, keep):
+    for item in fold(
+        filenames, marked=marked, longer_than=_COLLAPSE_OVER, keep_ends=1, breaks=hops
+    ):
         if isinstance(item, tuple):
             first, last = item
-            packages = list(dict.fromkeys(_package(f.filename) for f in frames[first : last + 1]))
-            lines.append(f"{indent}  ... {last - first + 1} frames in {', '.join(packages)} ...")
+            lines.append(folded_line(filenames[first : last + 1], indent))
             continue
         if item in hops:
             lines.append(f"{indent}  -- awaiting {hops[item]} --")
@@ -673,29 +541,3 @@ def format_chain(chain: AwaitChain, *, indent: str = "    ") -> str:
         lines.append(f"{indent}  -- awaiting {hops[len(frames)]} --")
     lines.append(f"{indent}  waiting on: {chain.leaf}")
     return "\n".join(lines)
-
-
-def stack_site(frames: Sequence[tuple[str, int, str]]) -> ChainFrame | None:
-    """Where a task was created, as its creator would recognise it.
-
-    ``frames`` is a creation stack, innermost first; the site is the innermost
-    frame in the user's code, so ``create_task`` and the libraries between it
-    and the user (anyio, starlette, this plugin) are skipped.
-    """
-    chosen = next((f for f in frames if not _is_library(f[0])), None)
-    if chosen is None:
-        chosen = frames[0] if frames else None
-    if chosen is None:
-        return None
-    filename, lineno, function = chosen
-    return ChainFrame(filename, lineno, function, linecache.getline(filename, lineno).strip())
-
-
-def format_site(frames: Sequence[tuple[str, int, str]], *, source: bool = True) -> str:
-    """One line for "created at ...": the site and, in backquotes, its source line."""
-    site = stack_site(frames)
-    if site is None:
-        return "an unknown place"
-    if source and site.source:
-        return f"{site.location()}: `{site.source}`"
-    return site.location()

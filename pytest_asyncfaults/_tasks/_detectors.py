@@ -23,9 +23,15 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Final, final
 
-from .._backends import _base as _host
-from ._awaitchain import format_site, short_path, stack_site
-from ._monitor import Frame, TaskMonitor, TaskRecord
+from ._frames import (
+    Frame,
+    exception_chain,
+    format_site,
+    not_the_apps_stall,
+    short_path,
+    site_frame,
+)
+from ._monitor import TaskMonitor, TaskRecord
 from ._watchdog import Stall, format_stall
 
 DETECTORS: Final = (
@@ -72,11 +78,6 @@ class Finding:
         return f"[{self.detector}] {self.message}"
 
 
-def _site(record: TaskRecord) -> Frame | None:
-    frame = stack_site(record.stack)
-    return None if frame is None else (frame.filename, frame.lineno, frame.function)
-
-
 def _surfaced(
     exception: BaseException, monitor: TaskMonitor, escaped: BaseException | None
 ) -> bool:
@@ -90,13 +91,7 @@ def _surfaced(
             seen.append(other)
     if escaped is not None:
         seen.append(escaped)
-    for other in seen:
-        cause: BaseException | None = other
-        while cause is not None:
-            if cause is exception:
-                return True
-            cause = cause.__cause__ or cause.__context__
-    return False
+    return any(cause is exception for other in seen for cause in exception_chain(other))
 
 
 def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
@@ -119,7 +114,7 @@ def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
                 f"  fix: keep the task and await it, or add a done callback that logs its "
                 f"exception",
                 record.name,
-                _site(record),
+                site_frame(record.stack),
             )
         )
     return findings
@@ -160,7 +155,7 @@ def not_logged(
                 f"  created at {format_site(record.stack)}\n"
                 f"  fix: log it with logger.exception(...) where it is caught, or let it propagate",
                 record.name,
-                _site(record),
+                site_frame(record.stack),
             )
         )
     return findings
@@ -213,7 +208,7 @@ def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
                 f"  created at {format_site(record.stack)}\n"
                 f"  fix: re-raise CancelledError after cleaning up (or use try/finally)",
                 record.name,
-                _site(record),
+                site_frame(record.stack),
             )
         )
     return findings
@@ -267,8 +262,7 @@ def never_awaited(
             (path, int(line), function) for path, line, function in _ORIGIN_FRAME.findall(text)
         ]
         origin.reverse()  # the origin is printed outermost first
-        frame = stack_site(origin)
-        site = (frame.filename, frame.lineno, frame.function) if frame is not None else None
+        site = site_frame(origin)
         key = f"{match[1]} {site}"
         if key in seen:  # the same coroutine, seen both as a warning and on the heap
             continue
@@ -298,7 +292,7 @@ def lost(monitor: TaskMonitor) -> list[Finding]:
             f"  fix: keep a strong reference (a set of tasks, discarded in a done callback) or "
             f"use a TaskGroup",
             record.name,
-            _site(record),
+            site_frame(record.stack),
         )
         for record in monitor.records
         if record.state == "lost"
@@ -321,9 +315,7 @@ def abandoned(monitor: TaskMonitor) -> list[Finding]:
                 f"  fix: use a TaskGroup (it cancels the siblings), or return_exceptions=True and "
                 f"check each result",
                 gather.abandoned[0].name,
-                None
-                if (frame := stack_site(gather.stack)) is None
-                else (frame.filename, frame.lineno, frame.function),
+                site_frame(gather.stack),
             )
         )
     return findings
@@ -338,7 +330,7 @@ def lifespan_leaks(records: Iterable[TaskRecord]) -> list[Finding]:
             f"  created at {format_site(record.stack)}\n"
             f"  fix: cancel and await it in the lifespan's shutdown",
             record.name,
-            _site(record),
+            site_frame(record.stack),
         )
         for record in records
     ]
@@ -350,22 +342,11 @@ def report(findings: Sequence[Finding]) -> str:
     return "\n\n".join([head, *(str(finding) for finding in findings)])
 
 
-_IDLE_FRAMES: Final = ("/selectors.py", "/asyncio/base_events.py")
-_HOST_CALL: Final = (_host.__file__, _host.ProxyHost.call.__name__)
-"""The fault proxy's own blocking control call (``proxy.stats`` on a child process or a
-Toxiproxy server): the harness's wait, not the app's."""
-
-
 def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
     findings = []
     for stall in stalls:
-        innermost = stall.stack[0] if stall.stack else None
-        if innermost is not None and innermost[0].replace("\\", "/").endswith(_IDLE_FRAMES):
-            # The loop was waiting in select(): the machine, not the app, was slow.
+        if not_the_apps_stall(stall.stack):
             continue
-        if any((filename, function) == _HOST_CALL for filename, _, function in stall.stack):
-            continue
-        frame = stack_site(stall.stack)
         findings.append(
             Finding(
                 "blocked_loop",
@@ -373,7 +354,7 @@ def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
                 f"  fix: await an async API, or move the blocking call off the loop "
                 f"(asyncio.to_thread / run_in_executor)",
                 None,
-                None if frame is None else (frame.filename, frame.lineno, frame.function),
+                site_frame(stall.stack),
             )
         )
     return findings

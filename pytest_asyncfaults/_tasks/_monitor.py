@@ -28,11 +28,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
-from ._awaitchain import await_chain, format_chain, format_site
+from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
+from ._frames import Frame, creator_kind, exception_chain, format_site
 from ._outcome import Outcome, State, TaskOutcome
 
 CANCEL_BOUND: Final = 2.0
@@ -48,13 +49,6 @@ _original_gather: Final = asyncio.tasks.gather
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
-
-# Frames of the machinery between a create_task call and whoever asked for it.
-_LIBRARY_PARTS: Final = ("/asyncio/", "/anyio/_backends/", "/anyio/_core/", "/contextlib.py")
-# Whoever asked for it is a test runner: the test's own task, anyio's runner task.
-_RUNNER_PARTS: Final = ("/pytest_asyncio/", "/anyio/pytest_plugin.py", "/_pytest/", "/pluggy/")
-
-Frame = tuple[str, int, str]
 
 
 def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: Any) -> Any:
@@ -100,34 +94,16 @@ def _line(code: CodeType, offset: int) -> int:
     return code.co_firstlineno
 
 
-def _frames(raw: tuple[CodeType | int, ...]) -> Iterator[tuple[CodeType, int]]:
-    """(code, instruction offset) pairs of a captured stack."""
-    codes, offsets = raw[0::2], raw[1::2]
-    return zip(codes, offsets, strict=True)  # type: ignore[arg-type]
-
-
-_KINDS: dict[CodeType, str] = {}
-"""Per code object: "library", "runner" or "other" (asked once per code, not per task)."""
-
-
-def _kind(code: CodeType) -> str:
-    kind = _KINDS.get(code)
-    if kind is None:
-        path = code.co_filename.replace("\\", "/")
-        if any(part in path for part in _LIBRARY_PARTS):
-            kind = "library"
-        elif any(part in path for part in _RUNNER_PARTS):
-            kind = "runner"
-        else:
-            kind = "other"
-        _KINDS[code] = kind
-    return kind
+def _stack(raw: tuple[CodeType | int, ...]) -> tuple[Frame, ...]:
+    """A captured stack as frames, innermost first: the work ``_capture`` put off."""
+    pairs = cast("Iterator[tuple[CodeType, int]]", zip(raw[0::2], raw[1::2], strict=True))
+    return tuple((code.co_filename, _line(code, offset), code.co_name) for code, offset in pairs)
 
 
 def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
     """Was the task asked for by a test runner (the test's own task, anyio's runner)?"""
     for index in range(0, len(raw), 2):
-        kind = _kind(raw[index])  # type: ignore[arg-type]
+        kind = creator_kind(raw[index])  # type: ignore[arg-type]
         if kind != "library":
             return kind == "runner"
     return False
@@ -203,10 +179,7 @@ class TaskRecord:
     @property
     def stack(self) -> tuple[Frame, ...]:
         """Where the task was created, innermost frame first."""
-        return tuple(
-            (code.co_filename, _line(code, offset), code.co_name)
-            for code, offset in _frames(self.raw_stack)
-        )
+        return _stack(self.raw_stack)
 
     @property
     def name(self) -> str:
@@ -281,10 +254,8 @@ class GatherRecord:
 
     @property
     def stack(self) -> tuple[Frame, ...]:
-        return tuple(
-            (code.co_filename, _line(code, offset), code.co_name)
-            for code, offset in _frames(self.raw_stack)
-        )
+        """Where the gather was called, innermost frame first."""
+        return _stack(self.raw_stack)
 
 
 @final
@@ -500,13 +471,8 @@ class TaskMonitor:
         for record in self.error_logs:
             if record.exc_info is None or record.name == "asyncio":
                 continue
-            logged: BaseException | None = record.exc_info[1]
-            seen: set[int] = set()
-            while logged is not None and id(logged) not in seen:
-                if logged is exception:
-                    return True
-                seen.add(id(logged))
-                logged = logged.__cause__ or logged.__context__
+            if any(logged is exception for logged in exception_chain(record.exc_info[1])):
+                return True
         return False
 
     # -- reporting ---------------------------------------------------------------------------------

@@ -33,10 +33,16 @@ from types import TracebackType
 from typing import Final
 
 from .._exceptions import InvalidError
-from ._awaitchain import ChainFrame, _is_library, _package, short_path, stack_site
-
-Frame = tuple[str, int, str]
-"""(filename, line number, function name)."""
+from ._frames import (
+    ChainFrame,
+    Frame,
+    describe_site,
+    fold,
+    folded_line,
+    is_library,
+    location,
+    stack_site,
+)
 
 STACK_DEPTH: Final = 30
 """Frames kept per stall, innermost first: the blocking call is at the inner end, and
@@ -45,9 +51,6 @@ MIN_INTERVAL: Final = 0.01
 """The heartbeat never runs more often than this: an idle loop must stay idle."""
 STOP_BOUND: Final = 1.0
 """How long ``stop()`` waits for the watchdog thread."""
-
-_KEEP_INNERMOST: Final = 3
-"""Frames at the inner end of a stack that ``format_stall`` never folds."""
 
 
 @dataclass(frozen=True)
@@ -238,36 +241,26 @@ def format_stall(stall: Stall, *, indent: str = "    ") -> str:
     """The stall for a terminal: one headline, then the stack, outermost first.
 
     "> " marks the blocking frame; runs of library frames (the event loop, the
-    test runner) are folded to one line naming their packages.
+    test runner) are folded whole, to one line naming their packages: unlike an
+    await chain's, they are not the way to the blocking line, only what ran it.
     """
     site = stall.blocking_frame
-    where = "an unknown place (no stack was taken)"
-    if site is not None:
-        where = site.location() + (f": `{site.source}`" if site.source else "")
+    where = describe_site(site, "an unknown place (no stack was taken)")
     lines = [f"the event loop was blocked for {stall.duration:.2f} s at {where}"]
     frames = list(reversed(stall.stack))
-    blocking = stall.stack.index((site.filename, site.lineno, site.function)) if site else -1
+    blocking = stall.stack.index(site.frame) if site else -1
     marked = len(frames) - 1 - blocking if blocking >= 0 else -1
-    keep = {i for i, frame in enumerate(frames) if not _is_library(frame[0])}
-    keep.update(range(max(0, len(frames) - _KEEP_INNERMOST), len(frames)))
-    keep.add(marked)
-    index = 0
-    while index < len(frames):
-        if index not in keep:
-            end = index
-            while end + 1 < len(frames) and end + 1 not in keep:
-                end += 1
-            if end > index:
-                packages = ", ".join(dict.fromkeys(_package(f[0]) for f in frames[index : end + 1]))
-                lines.append(f"{indent}  ... {end - index + 1} frames in {packages} ...")
-                index = end + 1
-                continue
-        filename, lineno, function = frames[index]
-        mark = "> " if index == marked else "  "
-        lines.append(f"{indent}{mark}{short_path(filename)}:{lineno} in {function}")
-        if not _is_library(filename):
+    filenames = [frame[0] for frame in frames]
+    for item in fold(filenames, marked=marked, longer_than=1, keep_ends=0):
+        if isinstance(item, tuple):
+            first, last = item
+            lines.append(folded_line(filenames[first : last + 1], indent))
+            continue
+        filename, lineno, function = frames[item]
+        mark = "> " if item == marked else "  "
+        lines.append(f"{indent}{mark}{location(filename, lineno, function)}")
+        if not is_library(filename):
             source = linecache.getline(filename, lineno).strip()
             if source:
                 lines.append(f"{indent}      {source}")
-        index += 1
     return "\n".join(lines)

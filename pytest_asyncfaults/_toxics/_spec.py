@@ -119,40 +119,93 @@ class ToxicSpec:
         return out
 
 
-def _check_int(field_name: str, value: object, *, minimum: int = 0) -> int:
+def _int_problem(field_name: str, value: object, minimum: int) -> str | None:
+    """What is wrong with ``value`` as an integer >= ``minimum``, or None."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidError(f"{field_name}={value!r} is not valid: expected an integer >= {minimum}")
+        return f"{field_name}={value!r} is not valid: expected an integer >= {minimum}"
     if value < minimum:
-        raise InvalidError(f"{field_name}={value!r} is not valid: must be >= {minimum}")
+        return f"{field_name}={value!r} is not valid: must be >= {minimum}"
+    return None
+
+
+def _check_int(field_name: str, value: object, *, minimum: int = 0) -> int:
+    problem = _int_problem(field_name, value, minimum)
+    if problem is not None:
+        raise InvalidError(problem)
+    assert isinstance(value, int)
     return value
 
 
-def check_attributes(toxic_type: str, attributes: Mapping[str, object]) -> dict[str, int]:
-    """Validate a toxic's attributes; omitted ones default to 0, like Toxiproxy."""
+class AttributeWording:
+    """How one door words each attribute mistake; what is a mistake is decided once.
+
+    ``check_attributes`` alone holds the rules (a mapping, known names,
+    integers >= 0, then the toxic's own ``Stage.check``). This wording is the
+    one of the Python API and of the Toxiproxy HTTP API; a scenario file
+    subclasses it to name its own keys (``faults[0].attributes.latency``) in
+    TOML's terms, because its users read the file, not our keyword arguments.
+    """
+
+    @staticmethod
+    def names(toxic_type: str, none: str) -> str:
+        """The attributes a toxic takes, for "expected ...", or ``none``."""
+        return ", ".join(TOXIC_TYPES[toxic_type].attribute_names) or none
+
+    def not_a_mapping(self, toxic_type: str, value: object) -> str:
+        names = self.names(toxic_type, "no attributes")
+        return f"attributes={value!r} is not valid: expected a mapping of {names}"
+
+    def unknown(self, toxic_type: str, key: object) -> str:
+        allowed = self.names(toxic_type, "none")
+        return f"{toxic_type} attribute {key!r} is not valid: {toxic_type} takes {allowed}"
+
+    def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
+        """``problem`` says it as every integer field of a toxic is told."""
+        return problem
+
+    def rule(self, toxic_type: str, message: str) -> str:
+        """A rule across attributes broken (``Stage.check``'s own message)."""
+        return message
+
+
+PLAIN: Final = AttributeWording()
+
+
+def attribute_mapping(
+    toxic_type: str, value: object, wording: AttributeWording = PLAIN
+) -> Mapping[str, object]:
+    """``value`` as attributes to check, or the door's error: it is not a mapping at all.
+
+    Apart from ``check_attributes`` for a door that checks before it merges (an
+    update names only the attributes it changes).
+    """
+    if not isinstance(value, Mapping):
+        raise InvalidError(wording.not_a_mapping(toxic_type, value))
+    return value
+
+
+def check_attributes(
+    toxic_type: str, attributes: Mapping[str, object], wording: AttributeWording = PLAIN
+) -> dict[str, int]:
+    """Validate a toxic's attributes; omitted ones default to 0, like Toxiproxy.
+
+    The one validator of every door (Python, the HTTP API, scenario files);
+    ``wording`` is the door's way of saying what is wrong.
+    """
     stage = TOXIC_TYPES[toxic_type]
-    if not isinstance(attributes, Mapping):
-        raise InvalidError(
-            f"attributes={attributes!r} is not valid: expected a mapping of "
-            f"{', '.join(stage.attribute_names) or 'no attributes'}"
-        )
     out = dict.fromkeys(stage.attribute_names, 0)
-    for key, value in attributes.items():
+    for key, value in attribute_mapping(toxic_type, attributes, wording).items():
         if key not in out:
-            allowed = ", ".join(stage.attribute_names) or "none"
-            raise InvalidError(
-                f"{toxic_type} attribute {key!r} is not valid: {toxic_type} takes {allowed}"
-            )
-        out[key] = _check_int(f"{toxic_type}.{key}", value)
-    if toxic_type == "slicer":
-        if out["average_size"] < 1:
-            raise InvalidError(
-                f"slicer.average_size={out['average_size']!r} is not valid: must be >= 1"
-            )
-        if out["size_variation"] >= out["average_size"]:
-            raise InvalidError(
-                f"slicer.size_variation={out['size_variation']!r} is not valid: "
-                f"must be less than average_size ({out['average_size']})"
-            )
+            raise InvalidError(wording.unknown(toxic_type, key))
+        problem = _int_problem(f"{toxic_type}.{key}", value, 0)
+        if problem is not None:
+            raise InvalidError(wording.bad_value(toxic_type, key, value, problem))
+        assert isinstance(value, int)
+        out[key] = value
+    try:
+        stage.check(out)
+    except InvalidError as exc:
+        raise InvalidError(wording.rule(toxic_type, str(exc))) from None
     return out
 
 
@@ -227,9 +280,7 @@ def update_toxic(
     """Merge an update the way Toxiproxy does: given attributes replace, the rest stay."""
     merged: dict[str, object] = dict(spec.attributes)
     if attributes is not None:
-        if not isinstance(attributes, Mapping):
-            check_attributes(spec.type, attributes)  # raises with the right message
-        merged.update(attributes)
+        merged.update(attribute_mapping(spec.type, attributes))
     return replace(
         spec,
         attributes=MappingProxyType(check_attributes(spec.type, merged)),

@@ -79,6 +79,15 @@ class Stage:
 
     # -- configuration -------------------------------------------------------
 
+    @classmethod
+    def check(cls, attributes: Mapping[str, int]) -> None:
+        """Refuse values this toxic cannot work with, once each is an integer >= 0.
+
+        Raise ``InvalidError`` naming the field (``slicer.average_size=0 ...``).
+        ``check_attributes`` calls it for every door, so the rule lives with the
+        code that would break on such values. Most toxics have no such rule.
+        """
+
     def configure(self, attributes: Mapping[str, int]) -> None:
         """Take new attribute values; state such as bytes counted is kept."""
 

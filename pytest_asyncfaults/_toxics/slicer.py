@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping
 from typing import final
 
+from .._exceptions import InvalidError
 from ._stage import Data, Event, Stage
 
 
@@ -25,6 +26,19 @@ class Slicer(Stage):
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._busy_until = float("-inf")
         super().__init__(attributes, rng)
+
+    @classmethod
+    def check(cls, attributes: Mapping[str, int]) -> None:
+        """``cut_points`` must end: halving toward an average of 0 bytes never does, and a
+        variation as big as the average lets a cut shift past the start of its piece."""
+        average, variation = attributes["average_size"], attributes["size_variation"]
+        if average < 1:
+            raise InvalidError(f"slicer.average_size={average!r} is not valid: must be >= 1")
+        if variation >= average:
+            raise InvalidError(
+                f"slicer.size_variation={variation!r} is not valid: "
+                f"must be less than average_size ({average})"
+            )
 
     def configure(self, attributes: Mapping[str, int]) -> None:
         self._average = attributes.get("average_size", 0)

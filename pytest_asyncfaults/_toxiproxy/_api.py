@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import errno
 import functools
-import json
 import logging
 import os
 import secrets
@@ -54,6 +53,7 @@ from .._toxics import TOXIC_TYPES
 from .._toxics._spec import (
     ConnectionSelector,
     ToxicSpec,
+    attribute_mapping,
     check_name,
     check_stream,
     check_toxicity,
@@ -62,6 +62,7 @@ from .._toxics._spec import (
 )
 from .._version import __version__
 from ._config import ProxyConfig, load_proxy_config
+from ._json import load_json
 
 TOXIPROXY_VERSION: Final = "2.12.0"
 """The Toxiproxy release whose API this server speaks (``GET /version``)."""
@@ -71,7 +72,6 @@ DEFAULT_PORT: Final = 8474
 SHUTDOWN_GRACE: Final = 2
 """Seconds open API connections get to finish when the server stops."""
 
-_INT64: Final = (-(2**63), 2**63 - 1)
 _PROG: Final = "asyncfaults serve"
 
 logger = logging.getLogger("pytest_asyncfaults.serve")
@@ -146,39 +146,11 @@ class _RefuseBrowsers:
 # -- request bodies -------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _check_int_range(value: object) -> None:
-    """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
-    stack: list[tuple[str, object]] = [("", value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
-        elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
-            raise InvalidError(
-                f"{path or 'body'}={item} is not valid: out of range for a 64-bit integer"
-            )
-
-
 async def _read_json(request: Request) -> object:
     raw = await request.body()
     if not raw.strip():
         raise InvalidError("bad request body: it is empty, expected JSON")
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InvalidError(
-            f"bad request body: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise InvalidError(f"bad request body: not valid JSON: {exc}") from None
-    _check_int_range(value)
-    return value
+    return load_json(raw, "bad request body", strict=True)
 
 
 async def _read_object(request: Request, shape: str) -> dict[str, object]:
@@ -213,15 +185,10 @@ def _milliseconds(field_name: str, value: object) -> int:
     return value
 
 
-def _attributes(toxic_type: str, value: object) -> dict[str, object] | None:
-    if _missing(value):
-        return None
-    if not isinstance(value, dict):
-        names = ", ".join(TOXIC_TYPES[toxic_type].attribute_names) or "no attributes"
-        raise InvalidError(
-            f"attributes={value!r} is not valid: expected a JSON object; {toxic_type} takes {names}"
-        )
-    return value
+def _attributes(toxic_type: str, value: object) -> Mapping[str, object] | None:
+    """JSON null is no attributes, as in Toxiproxy; what they are worth is checked later,
+    by the toxic's one validator (an update's are merged first)."""
+    return None if _missing(value) else attribute_mapping(toxic_type, value)
 
 
 _PROXY_SHAPE: Final = '{"name", "upstream", "listen"?, "enabled"?}'

@@ -11,7 +11,6 @@ otherwise be silently ignored.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Final, final
@@ -19,6 +18,7 @@ from typing import Final, final
 from .._address import parse_address
 from .._exceptions import InvalidError
 from .._toxics._spec import check_name
+from ._json import load_json
 
 _KEYS: Final = ("name", "listen", "upstream", "enabled")
 _SHAPE: Final = 'a JSON array of {"name", "listen", "upstream", "enabled"?} objects'
@@ -43,14 +43,7 @@ def load_proxy_config(path: str | os.PathLike[str]) -> list[ProxyConfig]:
             raw = file.read()
     except OSError as exc:
         raise InvalidError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidError(
-            f"{where}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except (ValueError, RecursionError) as exc:  # undecodable bytes, absurd nesting
-        raise InvalidError(f"{where}: not valid JSON: {exc}") from None
+    data = load_json(raw, where)
     if not isinstance(data, list):
         raise InvalidError(f"{where}: expected {_SHAPE}, got a JSON {_json_type(data)}")
     proxies: list[ProxyConfig] = []

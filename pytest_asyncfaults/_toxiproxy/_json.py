@@ -1,0 +1,102 @@
+"""Toxiproxy's JSON, both ways through: read with errors that say where, and turned back
+into our models.
+
+``asyncfaults serve`` reads request bodies and its ``-config`` file; the
+client reads a server's answers. A bad document must fail as ``InvalidError``
+naming the document (the request body, the file) and the line and column, the
+same way from each; and what a Toxiproxy answers must become the same
+``ToxicSpec`` / ``ProxyInfo`` our engine makes. One module holds both, so the
+two sides of the protocol cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from .._engine._models import ProxyInfo, ProxyStats
+from .._exceptions import InvalidError
+from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+
+_INT64: Final = (-(2**63), 2**63 - 1)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_int_range(value: object) -> None:
+    """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
+            raise InvalidError(
+                f"{path or 'body'}={item} is not valid: out of range for a 64-bit integer"
+            )
+
+
+def load_json(raw: bytes, where: str, *, strict: bool = False) -> object:
+    """``raw`` parsed, or ``InvalidError`` naming ``where`` and the line and column.
+
+    ``strict`` reads numbers as Toxiproxy's API does: NaN and Infinity are
+    refused, and so is an integer that does not fit in 64 bits.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant if strict else None)
+    except json.JSONDecodeError as exc:
+        raise InvalidError(
+            f"{where}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # undecodable bytes, absurd nesting, NaN
+        raise InvalidError(f"{where}: not valid JSON: {exc}") from None
+    if strict:
+        _check_int_range(value)
+    return value
+
+
+# -- what a Toxiproxy server answers -----------------------------------------------------------
+
+
+def toxic_from_json(data: Mapping[str, Any]) -> ToxicSpec:
+    connections = data.get("connections")
+    return ToxicSpec(
+        name=str(data["name"]),
+        type=str(data["type"]),
+        stream=check_stream(data.get("stream") or "downstream"),
+        toxicity=float(data.get("toxicity", 1.0)),
+        attributes=MappingProxyType(dict(data.get("attributes") or {})),
+        connections=None if connections in (None, "") else ConnectionSelector.parse(connections),
+        start_after=int(data.get("start_after") or 0),
+        duration=None if data.get("duration") is None else int(data["duration"]),
+    )
+
+
+def proxy_from_json(data: Mapping[str, Any]) -> ProxyInfo:
+    return ProxyInfo(
+        name=str(data["name"]),
+        listen=str(data["listen"]),
+        upstream=str(data["upstream"]),
+        enabled=bool(data.get("enabled", True)),
+        toxics=tuple(toxic_from_json(toxic) for toxic in data.get("toxics") or ()),
+    )
+
+
+def stats_from_json(data: Mapping[str, Any]) -> ProxyStats:
+    """``asyncfaults serve``'s counters (a real Toxiproxy keeps none)."""
+    return ProxyStats(
+        accepted=int(data["accepted"]),
+        open=int(data["open"]),
+        clients_open=int(data.get("clients_open", data["open"])),
+        closed=int(data["closed"]),
+        bytes_upstream=int(data["bytes_upstream"]),
+        bytes_downstream=int(data["bytes_downstream"]),
+        upstream_errors=int(data["upstream_errors"]),
+        toxics_hit=MappingProxyType(dict(data["toxics_hit"])),
+    )
