@@ -22,10 +22,10 @@ from typing import final
 
 from ._exceptions import AsyncFaultsError, ExpectationError, NotFoundError, ScenarioError
 from ._faults import Faults, FaultWindow, describe_toxic
+from ._frames import describe_site, exception_chain, stack_site
 from ._scenario._model import Expectations, Scenario, Unmet, judge_outcome, judge_stalls
 from ._settings import LeakPolicy, Settings
 from ._tasks import _detectors as detectors
-from ._tasks._frames import describe_site, exception_chain, stack_site
 from ._tasks._monitor import TaskMonitor, TaskRecord
 from ._tasks._outcome import Outcome
 from ._tasks._watchdog import LoopWatchdog, Stall

@@ -13,8 +13,8 @@ from typing import Any, cast
 
 import pytest
 
+from pytest_asyncfaults._frames import ChainFrame, format_site, short_path, stack_site
 from pytest_asyncfaults._tasks._awaitchain import MAX_DEPTH, AwaitChain, await_chain, format_chain
-from pytest_asyncfaults._tasks._frames import ChainFrame, format_site, short_path, stack_site
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent

@@ -10,13 +10,14 @@ run in a thread with a deadline, so a regression fails instead of hanging.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from pytest_asyncfaults._frames import exception_chain
 from pytest_asyncfaults._scenario._model import failure_matches
 from pytest_asyncfaults._tasks import _detectors
-from pytest_asyncfaults._tasks._frames import exception_chain
 from pytest_asyncfaults._tasks._monitor import TaskMonitor
 
 DEADLINE = 5.0
@@ -84,3 +85,15 @@ def test_was_logged_ends_on_a_cyclic_chain() -> None:
     monitor.error_logs.append(record)
     assert within_deadline(lambda: monitor.was_logged(b)) is True
     assert within_deadline(lambda: monitor.was_logged(LookupError("other"))) is False
+
+
+def test_the_package_own_frames_are_judged_from_its_root() -> None:
+    """Frames anywhere in the package are machinery; a module moved deeper must not
+    widen or narrow that (its directory is computed from its own file)."""
+    import pytest_asyncfaults
+    from pytest_asyncfaults import _frames
+
+    root = os.path.dirname(os.path.abspath(pytest_asyncfaults.__file__))
+    assert root == _frames._OWN_DIR
+    assert _frames.is_library(os.path.join(root, "_tasks", "_monitor.py"))
+    assert not _frames.is_library(os.path.join(os.path.dirname(root), "tests", "test_x.py"))

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_asyncfaults import ConnectionSelector, InvalidError, ScenarioError, ToxicSpec, make_toxic
+from pytest_asyncfaults import (
+    ConnectionSelector,
+    InvalidError,
+    ScenarioError,
+    ToxicSpec,
+    make_toxic,
+)
 from pytest_asyncfaults._address import parse_address
 from pytest_asyncfaults._scenario._model import load_scenario
 from pytest_asyncfaults._toxics import TOXIC_TYPES, Slicer

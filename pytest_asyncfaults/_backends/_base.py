@@ -22,7 +22,7 @@ from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 from .._engine._loop import new_event_loop
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import EngineError
-from .._tasks._frames import machinery_call
+from .._frames import machinery_call
 from .._toxics._spec import ToxicSpec
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError, ScenarioError
-from .._tasks._frames import exception_chain
+from .._frames import exception_chain
 from .._tasks._outcome import Outcome
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import AttributeWording, ToxicSpec, check_attributes, make_toxic

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import AsyncGeneratorType, CodeType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Final, NamedTuple
 
-from ._frames import ChainFrame, fold, folded_line, user_first
+from .._frames import ChainFrame, fold, folded_line, user_first
 
 MAX_DEPTH: Final = 100
 """Frames walked at most: a chain longer than this is a bug of its own."""

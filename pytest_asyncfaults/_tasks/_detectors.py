@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Final, final
 
-from ._frames import (
+from .._frames import (
     Frame,
     exception_chain,
     format_site,

@@ -31,9 +31,9 @@ from types import CodeType, FrameType
 from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
+from .._frames import Frame, creator_kind, exception_chain, format_site
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
-from ._frames import Frame, creator_kind, exception_chain, format_site
 from ._outcome import Outcome, State, TaskOutcome
 
 CANCEL_BOUND: Final = 2.0

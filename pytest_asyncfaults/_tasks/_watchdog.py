@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Final
 
 from .._exceptions import InvalidError
-from ._frames import (
+from .._frames import (
     ChainFrame,
     Frame,
     describe_site,

@@ -47,7 +47,7 @@ def _stdlib_dirs() -> tuple[str, ...]:
 
 
 _STDLIB_DIRS: Final = _stdlib_dirs()
-_OWN_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 """The package's own directory: its frames are machinery, never the line to blame."""
 _SITE_DIRS: Final = ("site-packages", "dist-packages")
 
