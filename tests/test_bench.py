@@ -56,3 +56,12 @@ def test_detectors_bench_reports_each_cost() -> None:
     assert set(report["requests"]["requests_per_second"]) == {"on", "off"}
     assert set(report["task_creation"]["microseconds_per_task"]) == {"plain", "monitored"}
     assert report["watchdog_idle"]["watchdog_idle_cpu_share"] >= 0
+
+
+def test_load_bench_compares_with_and_without_the_plugin() -> None:
+    report = quick_run("load.py")
+    assert set(report["median_seconds"]) == {"with_plugin", "without_plugin"}
+    assert all(seconds > 0 for seconds in report["median_seconds"].values())
+    assert len(report["extra_ms_per_round"]) == report["rounds"]
+    assert report["targets"]["extra_ms"]["measured"] == report["extra_ms"]
+    assert isinstance(report["met"], bool)

@@ -19,7 +19,6 @@ from .._address import parse_address, parse_pair
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
-from .._toxics._spec import check_name
 from ._chaos import path_setting
 
 if TYPE_CHECKING:
@@ -206,6 +205,8 @@ def engine_mode(config: pytest.Config) -> str:
 def declared_proxies(config: pytest.Config) -> dict[str, str]:
     declared: dict[str, str] = {}
     for line in config.getini("asyncfaults_proxies"):
+        from .._toxics._spec import check_name  # loaded only for a suite that names proxies
+
         try:
             name, upstream = parse_pair(
                 f"asyncfaults_proxies line {line!r}", line, "name=host:port", value_required=False
