@@ -45,8 +45,8 @@ if _typing.TYPE_CHECKING:
     from ._scenario._model import Scenario as Scenario
     from ._services._postgres import HasAddress as HasAddress
     from ._services._postgres import PostgresServer as PostgresServer
-    from ._services._postgres import ReceivedMail as ReceivedMail
-    from ._services._postgres import SmtpServer as SmtpServer
+    from ._services._smtp import ReceivedMail as ReceivedMail
+    from ._services._smtp import SmtpServer as SmtpServer
     from ._settings import Settings as Settings
     from ._tasks._context import RequestInfo as RequestInfo
     from ._tasks._monitor import TaskMonitor as TaskMonitor
@@ -129,8 +129,8 @@ _WHERE: _typing.Final = {
     "Scenario": "._scenario._model",
     "HasAddress": "._services._postgres",
     "PostgresServer": "._services._postgres",
-    "ReceivedMail": "._services._postgres",
-    "SmtpServer": "._services._postgres",
+    "ReceivedMail": "._services._smtp",
+    "SmtpServer": "._services._smtp",
     "Settings": "._settings",
     "RequestInfo": "._tasks._context",
     "TaskMonitor": "._tasks._monitor",

@@ -142,3 +142,19 @@ def test_toxic_types_are_toxiproxys() -> None:
         "limit_data",
         "noop",
     }
+
+
+def test_the_lazy_table_and_the_type_checking_imports_agree() -> None:
+    """The facade names each export twice (for mypy, and for loading on first use)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(pytest_asyncfaults.__file__).read_text()
+    static = {
+        alias.asname or alias.name: "." * node.level + (node.module or "")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+        if alias.name != "__version__"
+    }
+    assert static == pytest_asyncfaults._WHERE

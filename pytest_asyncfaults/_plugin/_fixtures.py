@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .._backends._base import ProxyHost
     from .._faults import Faults
     from .._scenario._model import Scenario
-    from .._services._postgres import PostgresServer, SmtpServer
+    from .._services._postgres import PostgresServer
+    from .._services._smtp import SmtpServer
     from .._settings import Settings
     from .._tasks._monitor import TaskMonitor
     from ._harness import Harness

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .._backends._base import ProxyHost
     from .._backends._process import ServeProcess
     from .._faults import Proxy
-    from .._services._postgres import Services
+    from .._services._shared import Services
 
     pass
 
@@ -69,7 +69,7 @@ def run_services(config: pytest.Config) -> Services:
     services = config.stash.get(SERVICES_KEY, None)
     if services is None:
         dsn = postgres_dsn(config)
-        from .._services._postgres import Services
+        from .._services._shared import Services
 
         services = config.stash[SERVICES_KEY] = Services(*dsn) if dsn else Services()
     return services
