@@ -23,7 +23,8 @@ from typing import final
 from ._exceptions import AsyncFaultsError, ExpectationError, NotFoundError, ScenarioError
 from ._faults import Faults, FaultWindow, describe_toxic
 from ._frames import describe_site, exception_chain, stack_site
-from ._scenario._model import Expectations, Scenario, Unmet, judge_outcome, judge_stalls
+from ._scenario._judge import Unmet, judge_outcome, judge_stalls
+from ._scenario._model import Expectations, Scenario
 from ._settings import LeakPolicy, Settings
 from ._tasks import _detectors as detectors
 from ._tasks._monitor import TaskMonitor, TaskRecord

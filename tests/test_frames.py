@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_asyncfaults._frames import exception_chain
-from pytest_asyncfaults._scenario._model import failure_matches
+from pytest_asyncfaults._scenario._judge import failure_matches
 from pytest_asyncfaults._tasks import _detectors
 from pytest_asyncfaults._tasks._monitor import TaskMonitor
 

@@ -22,17 +22,15 @@ from pytest_asyncfaults import (
     TaskOutcome,
     make_toxic,
 )
-from pytest_asyncfaults._scenario._model import (
+from pytest_asyncfaults._scenario._inline import inline_scenario, parse_inline_toxic
+from pytest_asyncfaults._scenario._judge import (
     Unmet,
     exception_matches,
     failure_matches,
-    inline_scenario,
     judge_outcome,
     judge_stalls,
-    load_scenario,
-    load_scenarios,
-    parse_inline_toxic,
 )
+from pytest_asyncfaults._scenario._toml import load_scenario, load_scenarios
 from pytest_asyncfaults._tasks._outcome import State
 
 ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"

@@ -16,7 +16,7 @@ from pytest_asyncfaults import (
     make_toxic,
 )
 from pytest_asyncfaults._address import parse_address
-from pytest_asyncfaults._scenario._model import load_scenario
+from pytest_asyncfaults._scenario._toml import load_scenario
 from pytest_asyncfaults._toxics import TOXIC_TYPES, Slicer
 from pytest_asyncfaults._toxics._spec import update_toxic
 

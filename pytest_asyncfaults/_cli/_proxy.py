@@ -20,7 +20,7 @@ from typing import TextIO, final
 from .._address import format_address, is_loopback, parse_address, parse_pair
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, InvalidError
-from .._scenario._model import scenario_from_options
+from .._scenario._inline import scenario_from_options
 
 
 @final

@@ -32,11 +32,8 @@ from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
 from .._faults import Faults
 from .._run import Run, describe_faults
-from .._scenario._model import (
-    Expectations,
-    Scenario,
-    scenario_from_options,
-)
+from .._scenario._inline import scenario_from_options
+from .._scenario._model import Expectations, Scenario
 from .._settings import Settings
 from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome

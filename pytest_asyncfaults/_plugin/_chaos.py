@@ -347,7 +347,7 @@ def load_configured(config: pytest.Config) -> list[Scenario]:
     if not paths:
         return []
     try:
-        from .._scenario._model import load_scenarios
+        from .._scenario._toml import load_scenarios
 
         return load_scenarios(paths)
     except ScenarioError as exc:
