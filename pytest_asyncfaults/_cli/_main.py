@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(seed=args.seed)
     if args.command == "serve":
-        from .._toxiproxy._api import run_serve
+        from ._serve import run_serve
 
         return run_serve(
             host=args.host,
