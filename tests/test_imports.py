@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Final
 
+import pytest_asyncfaults
+
 TIMEOUT: Final = 30.0
 """Seconds any child interpreter may take."""
 
@@ -162,3 +164,47 @@ def test_version_is_the_distributions() -> None:
     assert done.returncode == 0, done.stderr
     package, distribution = json.loads(done.stdout)
     assert package == distribution
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports when it loads.
+
+    Imports inside functions and under ``TYPE_CHECKING`` are left out: they are
+    how a module defers a dependency, and they cannot deadlock an import."""
+    import ast
+
+    root = Path(pytest_asyncfaults.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = package = parts[:-1]
+        else:
+            package = parts[:-1]
+        name = ".".join(parts)
+        graph[name] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - (node.level - 1)]
+                graph[name].add(".".join([*base, *([node.module] if node.module else [])]))
+    return graph
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    graph = _module_imports()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

@@ -446,7 +446,7 @@ def test_fixture_starts_a_cluster_lazily_and_removes_it(
     pytester.makepyfile(
         """
         import asyncpg
-        from pytest_asyncfaults._plugin._session import SERVICES_KEY as _SERVICES_KEY
+        from pytest_asyncfaults._plugin._keys import SERVICES_KEY as _SERVICES_KEY
         from pytest_asyncfaults._services._postgres import PostgresCluster
 
         def test_nothing_started_yet(request):

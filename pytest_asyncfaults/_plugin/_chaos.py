@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import pytest
 
 from .._exceptions import ScenarioError
+from ._keys import SEED_KEY, harness_of
 
 FIXTURE: Final = "chaos_scenario"
 """The parameter chaos tests get: the ``Scenario`` they run under."""
@@ -226,7 +227,6 @@ class ChaosMatrix:
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-SEED_KEY = pytest.StashKey[int | None]()
 """The run's seed, for the JSON report (set by the plugin when the engine starts)."""
 
 
@@ -320,7 +320,6 @@ def _test_label(item: pytest.Item) -> str:
 
 
 def _verdict_of(item: pytest.Item) -> Any:
-    from ._fixtures import harness_of
 
     harness = harness_of(item)
     return None if harness is None else harness.verdict

@@ -17,6 +17,7 @@ from .._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from .._settings import resolve
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import scenario_of
+from ._keys import HARNESS_KEY
 from ._options import env_lines, ini_reader, option_reader, timeline_dir
 from ._session import SERVICE_FIXTURES, proxy_to, run_services, run_session
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from .._services._smtp import SmtpServer
     from .._settings import Settings
     from .._tasks._monitor import TaskMonitor
-    from ._harness import Harness
-
-
-HARNESS_KEY = pytest.StashKey["Harness"]()
 
 
 @pytest.fixture(scope="session")
@@ -138,11 +135,6 @@ def tasks(
     finally:
         monitor.uninstall()
         del request.node.stash[HARNESS_KEY]
-
-
-def harness_of(item: pytest.Item) -> Harness | None:
-    """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
-    return item.stash.get(HARNESS_KEY, None)
 
 
 @pytest.fixture

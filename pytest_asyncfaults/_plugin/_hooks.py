@@ -13,7 +13,7 @@ import pytest
 from .._exceptions import InvalidError
 from .._settings import resolve
 from ._chaos import ChaosMatrix, load_configured, scenario_of
-from ._fixtures import HARNESS_KEY
+from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY
 from ._options import (
     declared_proxies,
     engine_mode,
@@ -24,7 +24,7 @@ from ._options import (
     read_seed,
     toxiproxy_url,
 )
-from ._session import SERVICES_KEY, SESSION_KEY, run_session
+from ._session import run_session
 
 if TYPE_CHECKING:
     pass

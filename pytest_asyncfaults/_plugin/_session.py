@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from .._exceptions import AsyncFaultsError
-from ._chaos import SEED_KEY
+from ._keys import SEED_KEY, SERVICES_KEY, SESSION_KEY
 from ._options import declared_proxies, engine_mode, postgres_dsn, read_seed, toxiproxy_url
 
 if TYPE_CHECKING:
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from .._services._shared import Services
 
     pass
-
-
-SERVICES_KEY = pytest.StashKey["Services"]()
 
 
 SERVICE_FIXTURES: Final = ("postgres_server", "smtp_server")
@@ -60,9 +57,6 @@ class Session:
         finally:
             if self.child is not None:
                 self.child.stop()
-
-
-SESSION_KEY = pytest.StashKey[Session]()
 
 
 def run_services(config: pytest.Config) -> Services:

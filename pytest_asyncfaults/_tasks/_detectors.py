@@ -34,18 +34,6 @@ from .._frames import (
 from ._monitor import TaskMonitor, TaskRecord
 from ._watchdog import Stall, format_stall
 
-DETECTORS: Final = (
-    "never_retrieved",
-    "not_logged",
-    "swallowed_cancel",
-    "never_awaited",
-    "lost",
-    "leaks",
-    "blocked_loop",
-    "abandoned",
-)
-"""Every detector, by its setting name."""
-
 _NEVER_AWAITED: Final = re.compile(r"coroutine '([^']+)' was never awaited")
 _ORIGIN_FRAME: Final = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 

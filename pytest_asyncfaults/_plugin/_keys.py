@@ -1,0 +1,31 @@
+"""What the plugin keeps on pytest's objects (its stash keys), in one module all others read.
+
+The hooks, the fixtures, the session and the chaos matrix each need some of
+them; keeping them here, below all four, is what keeps those modules from
+importing one another in a circle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .._services._shared import Services
+    from ._harness import Harness
+    from ._session import Session
+
+HARNESS_KEY: pytest.StashKey[Harness] = pytest.StashKey()
+"""On a test item: the plugin's part of that test, while it runs."""
+SESSION_KEY: pytest.StashKey[Session] = pytest.StashKey()
+"""On the config: where the run's proxies live, once a test asked for them."""
+SERVICES_KEY: pytest.StashKey[Services] = pytest.StashKey()
+"""On the config: the run's PostgreSQL and SMTP servers, once a test asked for one."""
+SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
+"""On the config: the engine's seed, for the chaos report."""
+
+
+def harness_of(item: pytest.Item) -> Harness | None:
+    """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
+    return item.stash.get(HARNESS_KEY, None)
