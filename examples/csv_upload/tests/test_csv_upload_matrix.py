@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from pytest_asyncfaults._engine._core import draw
-from pytest_asyncfaults._scenario._model import load_scenario
+from pytest_asyncfaults._scenario._toml import load_scenario
 
 ROOT = Path(__file__).resolve().parents[3]
 CHAOS_TEST = "examples/csv_upload/tests/test_csv_upload_chaos.py"
