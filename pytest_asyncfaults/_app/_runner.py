@@ -87,13 +87,32 @@ class AppRunner:
             # gives it (asgi-lifespan's own wrapper would share one dict).
             state = getattr(manager, "_state", None)
             self.transport = (
-                ServerLikeTransport(self.app, on_request=self._on_request, state=state)
+                ServerLikeTransport(
+                    self.app, on_request=self._on_request, on_timeout=self._on_timeout, state=state
+                )
                 if isinstance(state, dict)
-                else ServerLikeTransport(manager.app, on_request=self._on_request)
+                else ServerLikeTransport(
+                    manager.app, on_request=self._on_request, on_timeout=self._on_timeout
+                )
             )
 
     def _on_request(self, request: RequestInfo, task: asyncio.Task[None]) -> None:
         self.monitor.request_started(request, task)
+
+    async def _on_timeout(self, task: asyncio.Task[None], request: RequestInfo, what: str) -> str:
+        """A request the client gave up on: the hang report of its task, which is cancelled
+        so the run goes on (what it awaits is the line to fix)."""
+        # The call's own task and what it started for this request (a streaming
+        # response's body runs in a task of its own): the culprit is in one of them.
+        stuck = [
+            record
+            for record in self.monitor.records
+            if not record.done and (record.task is task or record.request is request)
+        ]
+        why = f"of {request} #{request.id}, which {what}"
+        if not stuck:
+            return f"asyncfaults: the ASGI call {why}"
+        return await self.monitor.hang_report(stuck, why)
 
     async def stop(self) -> None:
         manager, self._manager = self._manager, None
@@ -148,6 +167,16 @@ class _LazyTransport(httpx.AsyncBaseTransport):
         return await transport.handle_async_request(request)
 
 
-def make_client(runner: AppRunner) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` bound to the app in process, served like uvicorn serves it."""
-    return httpx.AsyncClient(transport=_LazyTransport(runner), base_url=BASE_URL)
+DEFAULT_TIMEOUT: Final = 5.0
+"""httpx's own default for every timeout of a client, in seconds."""
+
+
+def make_client(
+    runner: AppRunner, *, timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` bound to the app in process, served like uvicorn serves it.
+
+    Its timeouts are httpx's, and the transport keeps them: a request that gets
+    no answer in time raises ``httpx.ReadTimeout`` with the hang report of its
+    task. ``None`` leaves requests unbounded (``repro`` bounds them itself)."""
+    return httpx.AsyncClient(transport=_LazyTransport(runner), base_url=BASE_URL, timeout=timeout)

@@ -41,6 +41,19 @@ _INCOMPLETE_BODY: Final = "peer closed connection without sending complete messa
 _NO_RESPONSE: Final = "Server disconnected without sending a response."
 
 OnRequest = Callable[[RequestInfo, asyncio.Task[None]], None]
+OnTimeout = Callable[[asyncio.Task[None], RequestInfo, str], Awaitable[str]]
+"""Given the request's ASGI task, the request and what it failed to do in time, the report."""
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    """httpx's read timeout of this request (the client's default or its ``timeout=``).
+
+    In process there is no connection to make or pool to wait for: "read" is how
+    long the client waits for the response to start, then for each piece of its
+    body, as it is over a socket."""
+    timeout = request.extensions.get("timeout", {})
+    value = timeout.get("read") if isinstance(timeout, Mapping) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 class _Flag:
@@ -182,9 +195,16 @@ class _Exchange:
 class _ResponseStream(httpx.AsyncByteStream):
     """The body as the app sends it; closing it is the client hanging up."""
 
-    def __init__(self, exchange: _Exchange, request: httpx.Request) -> None:
+    def __init__(
+        self,
+        exchange: _Exchange,
+        request: httpx.Request,
+        timed_out: Callable[[str], Awaitable[httpx.ReadTimeout]],
+    ) -> None:
         self._exchange = exchange
         self._request = request
+        self._timed_out = timed_out
+        self._read = _read_timeout(request)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         ex = self._exchange
@@ -196,7 +216,13 @@ class _ResponseStream(httpx.AsyncByteStream):
             if ex.broken or ex.disconnected:
                 raise httpx.RemoteProtocolError(_INCOMPLETE_BODY, request=self._request)
             ex.data.clear()
-            await ex.data.wait()
+            try:
+                async with asyncio.timeout(self._read):
+                    await ex.data.wait()
+            except TimeoutError:
+                raise await self._timed_out(
+                    f"sent no more of its body within {self._read:g} s (the read timeout)"
+                ) from None
 
     async def aclose(self) -> None:
         self._exchange.disconnect()
@@ -215,12 +241,14 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
         app: ASGIApp,
         *,
         on_request: OnRequest | None = None,
+        on_timeout: OnTimeout | None = None,
         root_path: str = "",
         client: tuple[str, int] = ("127.0.0.1", 123),
         state: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.on_request = on_request
+        self.on_timeout = on_timeout
         self.root_path = root_path
         self.client = client
         self.state = state
@@ -264,13 +292,30 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
         if self.on_request is not None:
             self.on_request(info, task)
 
+        async def timed_out(what: str) -> httpx.ReadTimeout:
+            """The client gives up, as over a socket: a closed connection to the app, and
+            httpx's own exception, carrying what the request's task is stuck on."""
+            # The report first: hanging up wakes whatever listens for a disconnect,
+            # and the chains must show what the call was stuck on, not its clean-up.
+            report = (
+                f"{info} #{info.id} {what}"
+                if self.on_timeout is None
+                else await self.on_timeout(task, info, what)
+            )
+            exchange.disconnect()
+            return httpx.ReadTimeout(report, request=request)
+
+        read = _read_timeout(request)
         try:
             # One turn of the loop lets the ASGI task take its first step (queued
             # just before this one); a quick app has answered by then, and the
             # wait below costs nothing.
             await asyncio.sleep(0)
             if not exchange.started.is_set():
-                await exchange.started.wait()
+                async with asyncio.timeout(read):
+                    await exchange.started.wait()
+        except TimeoutError:
+            raise await timed_out(f"got no response within {read:g} s (the read timeout)") from None
         except BaseException:
             # The client gave up waiting (cancelled, timed out): to the app that
             # is a closed connection, as it would be under uvicorn.
@@ -284,7 +329,7 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
         stream: httpx.AsyncByteStream = (
             httpx.ByteStream(b"".join(exchange.chunks))
             if exchange.response_complete
-            else _ResponseStream(exchange, request)
+            else _ResponseStream(exchange, request, timed_out)
         )
         return httpx.Response(
             exchange.status,
