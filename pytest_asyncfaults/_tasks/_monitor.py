@@ -20,6 +20,7 @@ cancelled (bounded), so the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -142,6 +143,9 @@ class TaskRecord:
     """When a hang report found it still pending (then it was cancelled), for the timeline."""
     hang_chain: str = ""
     """Its await chain as that report printed it."""
+    abandoned: bool = False
+    """It did not end when cancelled (it swallows ``CancelledError``): reported once, then
+    left behind, out of asyncio's sight, so that nothing waits for it again."""
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
@@ -387,7 +391,7 @@ class TaskMonitor:
         ]
 
     def pending(self) -> list[TaskRecord]:
-        return [record for record in self.background() if not record.done]
+        return [record for record in self.background() if not record.done and not record.abandoned]
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -508,7 +512,8 @@ class TaskMonitor:
         for record in survivors:
             lines.append(
                 f"  {record.name!r} did not end within {CANCEL_BOUND:g} s of being cancelled: "
-                f"it swallows CancelledError (see its chain above)"
+                f"it swallows CancelledError (see its chain above); left behind, so the run "
+                f"goes on without it"
             )
         return "\n".join(lines)
 
@@ -524,7 +529,28 @@ class TaskMonitor:
                 continue
         if tasks:
             await asyncio.wait(tasks, timeout=CANCEL_BOUND)
-        return [record for record in records if not record.done]
+        survivors = [record for record in records if not record.done]
+        for record in survivors:
+            record.abandoned = True
+            if (stubborn := record.task) is not None:
+                _abandon(stubborn)
+        return survivors
+
+
+def _abandon(task: asyncio.Task[Any]) -> None:
+    """Take a task that will not end out of asyncio's registry of live tasks.
+
+    Every event-loop runner (``asyncio.run``, pytest-asyncio's, anyio's) cancels
+    the tasks ``asyncio.all_tasks()`` lists when it closes the loop, then waits for
+    them without a bound: a task that swallows ``CancelledError`` in a loop would
+    hang the run there, after its report. Unregistered, it is simply dropped with
+    the loop; it was reported already, so its "destroyed but pending" log is not
+    wanted either.
+    """
+    with contextlib.suppress(AttributeError, KeyError, ValueError):
+        asyncio.tasks._unregister_task(task)
+    with contextlib.suppress(AttributeError):
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
 def _tasks(records: Iterable[TaskRecord]) -> list[asyncio.Task[Any]]:

@@ -1,0 +1,86 @@
+"""The harness never hangs: pathological apps, each in a suite of its own (pytester).
+
+Each case must end on its own, the failing test within its deadline plus the
+bounded clean-up, with a report naming the culprit line, and the next test of
+the same run must pass. Cases run under pytest-asyncio and, where the runner
+matters (the loop's close), under anyio's pytest plugin too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.plugin
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+"""
+
+CANCEL_BOUND = 2.0
+"""How long a cancelled task gets to end before it is called stubborn (the monitor's)."""
+RUN_BOUND = 60.0
+"""Past this the inner run counts as hung (Pytester.TimeoutExpired)."""
+SLACK = 4.0
+"""What pytest's own start and the clean-up may add, on a loaded machine."""
+
+STUBBORN = """
+import asyncio
+
+
+async def stubborn():
+    while True:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # the culprit: swallowed, again and again
+            pass
+"""
+
+
+def _run(
+    pytester: pytest.Pytester, backend_args: list[str], *args: str
+) -> tuple[pytest.RunResult, float]:
+    started = time.monotonic()
+    # Bounded itself: a regression must fail this test, not hang the suite.
+    result = pytester.runpytest_subprocess(
+        *backend_args, "-p", "no:cacheprovider", *args, timeout=RUN_BOUND
+    )
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("runner", ["pytest-asyncio", "anyio"])
+def test_a_task_that_swallows_every_cancel_is_reported_once_and_left_behind(
+    pytester: pytest.Pytester, backend_args: list[str], runner: str
+) -> None:
+    pytester.makeini(INI if runner == "pytest-asyncio" else "[pytest]\n")
+    pytester.makepyfile(stubborn_app=STUBBORN)
+    marker = "" if runner == "pytest-asyncio" else "@pytest.mark.anyio\n"
+    pytester.makepyfile(
+        "import asyncio\n"
+        "import pytest\n"
+        "from stubborn_app import stubborn\n\n"
+        "@pytest.fixture\n"
+        "def anyio_backend():\n"
+        "    return 'asyncio'\n\n"
+        f"{marker}async def test_stubborn(tasks):\n"
+        "    asyncio.create_task(stubborn())\n"
+        "    await tasks.settle(within=1)\n\n"
+        f"{marker}async def test_the_next_one(tasks):\n"
+        "    await asyncio.sleep(0)\n"
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 background task still pending after 1 s (the settle deadline)*",
+            "*stubborn_app.py:* in stubborn*",
+            "*did not end within 2 s of being cancelled: it swallows CancelledError*",
+        ]
+    )
+    # the report comes once: the cancel wait is not paid again at the end of the test
+    assert result.stdout.str().count("it swallows CancelledError") == 1
+    assert took < 1.0 + CANCEL_BOUND + SLACK, f"the run took {took:.1f} s"
