@@ -75,6 +75,12 @@ class Settings:
     shutdown_timeout: float = _setting(
         10.0, _seconds, "bound on the app's lifespan shutdown, in seconds (default 10)"
     )
+    timeout: float = _setting(
+        60.0,
+        _positive_seconds,
+        "bound on a whole async test (the app's start, the body, the scenario's checks), "
+        "in seconds (default 60)",
+    )
     leaks: LeakPolicy = _setting(
         "fail", _policy, "tasks of a test still running when it ends: fail (default), warn or off"
     )

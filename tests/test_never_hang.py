@@ -84,3 +84,54 @@ def test_a_task_that_swallows_every_cancel_is_reported_once_and_left_behind(
     # the report comes once: the cancel wait is not paid again at the end of the test
     assert result.stdout.str().count("it swallows CancelledError") == 1
     assert took < 1.0 + CANCEL_BOUND + SLACK, f"the run took {took:.1f} s"
+
+
+@pytest.mark.parametrize("runner", ["pytest-asyncio", "anyio"])
+def test_a_body_that_awaits_forever_ends_at_the_test_timeout_with_its_line(
+    pytester: pytest.Pytester, backend_args: list[str], runner: str
+) -> None:
+    pytester.makeini(INI if runner == "pytest-asyncio" else "[pytest]\n")
+    marker = "" if runner == "pytest-asyncio" else "@pytest.mark.anyio\n"
+    pytester.makepyfile(
+        "import asyncio\n"
+        "import pytest\n\n"
+        "@pytest.fixture\n"
+        "def anyio_backend():\n"
+        "    return 'asyncio'\n\n"
+        f"{marker}@pytest.mark.asyncfaults(timeout=1)\n"
+        "async def test_forever(tasks):\n"
+        "    await asyncio.Event().wait()  # the culprit: nothing will ever set it\n\n"
+        f"{marker}async def test_the_next_one(tasks):\n"
+        "    await asyncio.sleep(0)\n"
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the test did not end within 1 s (the test timeout)*",
+            "*The test itself, outermost first:*",
+            "*in test_forever*",
+            "*await asyncio.Event().wait()  # the culprit*",
+        ]
+    )
+    assert took < 1.0 + SLACK, f"the run took {took:.1f} s"
+
+
+def test_the_test_timeout_is_a_setting_with_a_clear_error(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.asyncfaults(timeout=0)
+        async def test_zero(tasks):
+            pass
+        """
+    )
+    result, _ = _run(pytester, backend_args)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*@pytest.mark.asyncfaults(timeout)=0 is not valid: expected a number of seconds > 0*"]
+    )

@@ -14,6 +14,7 @@ only pytest has: the test function, warnings filters, report sections.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import gc
@@ -37,6 +38,7 @@ from .._exceptions import (
 )
 from .._run import Problem, Run
 from .._tasks import _detectors as detectors
+from .._tasks._awaitchain import await_chain, format_chain
 from .._timeline import write_timeline
 
 if TYPE_CHECKING:
@@ -70,6 +72,37 @@ class ChaosVerdict:
         if self.passed:
             self.passed = False
             self.reason = _shorten(reason)
+
+
+@final
+class _Deadline:
+    """The test timeout: past it, the await chain of the test's own task is taken (while it
+    is still suspended where it hangs) and the task is cancelled, all from the loop itself,
+    so a body that awaits forever ends with the line it waits on."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self.chain = ""
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> _Deadline:
+        task = asyncio.current_task()
+        if task is not None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.seconds, self._fire, task)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _fire(self, task: asyncio.Task[Any]) -> None:
+        if task.done():
+            return
+        self.fired = True
+        self.chain = format_chain(await_chain(task), indent="    ")
+        task.cancel(msg=f"asyncfaults: the test timeout ({self.seconds:g} s)")
 
 
 def _first_line(text: str) -> str:
@@ -146,13 +179,19 @@ class Harness:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    if self.runner is not None:
-                        await self.runner.start()
-                    async with contextlib.AsyncExitStack() as scenario_faults:
-                        await run.apply_scenario(scenario_faults)
-                        result = await test(**kwargs)
-                        await run.check_expectations()
-                    return result
+                    with _Deadline(run.settings.timeout) as deadline:
+                        try:
+                            if self.runner is not None:
+                                await self.runner.start()
+                            async with contextlib.AsyncExitStack() as scenario_faults:
+                                await run.apply_scenario(scenario_faults)
+                                result = await test(**kwargs)
+                                await run.check_expectations()
+                            return result
+                        except asyncio.CancelledError:
+                            if not deadline.fired:
+                                raise
+                            raise await self._timed_out(deadline) from None
                 except BaseException as exc:
                     escaped = exc
                     raise
@@ -169,6 +208,23 @@ class Harness:
             self._conclude(problems, failed=escaped is not None)
             if raised is not None:
                 raise raised
+
+    async def _timed_out(self, deadline: _Deadline) -> HangError:
+        """The test overran its timeout: where its own task was, and what else is pending."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # the deadline's cancel is spent; the clean-up must run
+        why = f"the test did not end within {deadline.seconds:g} s (the test timeout)"
+        lines = [f"asyncfaults: {why}", "", "The test itself, outermost first:", deadline.chain]
+        pending = self.run.monitor.pending()
+        if pending:
+            lines += [
+                "",
+                await self.run.monitor.hang_report(pending, "pending at the test timeout"),
+            ]
+        error = HangError("\n".join(lines))
+        error.short = f"timeout: the test did not end within {deadline.seconds:g} s"
+        return error
 
     def _reemit(
         self, caught: list[warnings.WarningMessage], escaped: BaseException | None
