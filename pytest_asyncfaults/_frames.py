@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import sys
 import sysconfig
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -329,3 +330,42 @@ def exception_chain(exception: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def stack_of(thread_id: int, depth: int) -> tuple[Frame, ...]:
+    """A thread's current stack, innermost first, at most ``depth`` frames."""
+    frame = sys._current_frames().get(thread_id)
+    stack: list[Frame] = []
+    while frame is not None and len(stack) < depth:
+        code = frame.f_code
+        stack.append((code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_name))
+        frame = frame.f_back
+    return tuple(stack)
+
+
+def format_stack(stack: Sequence[Frame], *, indent: str = "    ") -> str:
+    """A stack (innermost first) for a terminal, outermost first, "> " on the line to fix.
+
+    Runs of library frames (the event loop, a thread pool, the test runner) are
+    folded whole, to one line naming their packages: unlike an await chain's,
+    they are not the way to the blocking line, only what ran it.
+    """
+    site = stack_site(stack)
+    frames = list(reversed(stack))
+    blocking = list(stack).index(site.frame) if site else -1
+    marked = len(frames) - 1 - blocking if blocking >= 0 else -1
+    filenames = [frame[0] for frame in frames]
+    lines = []
+    for item in fold(filenames, marked=marked, longer_than=1, keep_ends=0):
+        if isinstance(item, tuple):
+            first, last = item
+            lines.append(folded_line(filenames[first : last + 1], indent))
+            continue
+        filename, lineno, function = frames[item]
+        mark = "> " if item == marked else "  "
+        lines.append(f"{indent}{mark}{location(filename, lineno, function)}")
+        if not is_library(filename):
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"{indent}      {source}")
+    return "\n".join(lines)

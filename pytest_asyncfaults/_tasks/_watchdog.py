@@ -23,9 +23,7 @@ often still the same line.
 from __future__ import annotations
 
 import asyncio
-import linecache
 import math
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,10 +35,8 @@ from .._frames import (
     ChainFrame,
     Frame,
     describe_site,
-    fold,
-    folded_line,
-    is_library,
-    location,
+    format_stack,
+    stack_of,
     stack_site,
 )
 
@@ -86,13 +82,7 @@ def _threshold(value: object) -> float:
 
 
 def _stack_of(thread_id: int) -> tuple[Frame, ...]:
-    frame = sys._current_frames().get(thread_id)
-    stack: list[Frame] = []
-    while frame is not None and len(stack) < STACK_DEPTH:
-        code = frame.f_code
-        stack.append((code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_name))
-        frame = frame.f_back
-    return tuple(stack)
+    return stack_of(thread_id, STACK_DEPTH)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -244,23 +234,7 @@ def format_stall(stall: Stall, *, indent: str = "    ") -> str:
     test runner) are folded whole, to one line naming their packages: unlike an
     await chain's, they are not the way to the blocking line, only what ran it.
     """
-    site = stall.blocking_frame
-    where = describe_site(site, "an unknown place (no stack was taken)")
-    lines = [f"the event loop was blocked for {stall.duration:.2f} s at {where}"]
-    frames = list(reversed(stall.stack))
-    blocking = stall.stack.index(site.frame) if site else -1
-    marked = len(frames) - 1 - blocking if blocking >= 0 else -1
-    filenames = [frame[0] for frame in frames]
-    for item in fold(filenames, marked=marked, longer_than=1, keep_ends=0):
-        if isinstance(item, tuple):
-            first, last = item
-            lines.append(folded_line(filenames[first : last + 1], indent))
-            continue
-        filename, lineno, function = frames[item]
-        mark = "> " if item == marked else "  "
-        lines.append(f"{indent}{mark}{location(filename, lineno, function)}")
-        if not is_library(filename):
-            source = linecache.getline(filename, lineno).strip()
-            if source:
-                lines.append(f"{indent}      {source}")
-    return "\n".join(lines)
+    where = describe_site(stall.blocking_frame, "an unknown place (no stack was taken)")
+    headline = f"the event loop was blocked for {stall.duration:.2f} s at {where}"
+    stack = format_stack(stall.stack, indent=indent)
+    return f"{headline}\n{stack}" if stack else headline
