@@ -135,3 +135,66 @@ def test_the_test_timeout_is_a_setting_with_a_clear_error(
     result.stdout.fnmatch_lines(
         ["*@pytest.mark.asyncfaults(timeout)=0 is not valid: expected a number of seconds > 0*"]
     )
+
+
+def test_work_in_a_thread_shows_the_threads_line(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    """The case study's sync ``send_email`` (smtplib, no timeout) as a FastAPI sync background
+    task, the SMTP server blackholed: the report shows the line in the worker thread."""
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        mailer=(
+            "import smtplib\n\n"
+            "def send_email(host, port, to):\n"
+            "    with smtplib.SMTP(host, port) as smtp:  # no timeout: the bug\n"
+            "        smtp.sendmail('app@example.com', [to], 'Subject: welcome\\r\\n\\r\\nhi')\n"
+        )
+    )
+    pytester.makeconftest(
+        """
+        import pytest
+        from fastapi import BackgroundTasks, FastAPI
+        from mailer import send_email
+
+        def create_app(host, port):
+            app = FastAPI()
+
+            @app.post("/signup")
+            def signup(background: BackgroundTasks):
+                background.add_task(send_email, host, port, "new@example.com")
+                return {"ok": True}
+
+            return app
+
+        @pytest.fixture
+        def asgi_app(smtp_server, faults):
+            return create_app(faults.smtp.host, faults.smtp.port)
+        """
+    )
+    pytester.makepyfile(
+        """
+        async def test_signup_under_a_mail_stall(app_client, tasks, faults):
+            async with faults.smtp.blackhole():
+                response = await app_client.post("/signup")
+                assert response.status_code == 200
+                await tasks.settle(within=1)
+
+        async def test_the_next_one(app_client, tasks, smtp_server):
+            assert (await app_client.post("/signup")).status_code == 200
+            await tasks.settle(within=10)
+            assert len(smtp_server.messages) == 1
+        """
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*still pending after 1 s (the settle deadline)*",
+            "*Threads running the app's code now*",
+            "*thread '*':",
+            "*> mailer.py:4 in send_email*",
+            "*with smtplib.SMTP(host, port) as smtp:  # no timeout: the bug*",
+        ]
+    )
+    assert took < 1.0 + CANCEL_BOUND + 2 * SLACK, f"the run took {took:.1f} s"

@@ -36,6 +36,7 @@ from .._frames import Frame, creator_kind, exception_chain, format_site
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
+from ._threads import format_threads
 
 CANCEL_BOUND: Final = 2.0
 """How long stuck tasks get to end once cancelled."""
@@ -496,6 +497,7 @@ class TaskMonitor:
                 record.hang_chain = format_chain(await_chain(task), indent="      ")
                 lines.append(record.hang_chain)
             lines.append("")
+        lines.extend(format_threads())
         if self._faults_summary is not None:
             try:
                 summary = await asyncio.wait_for(self._faults_summary(), CANCEL_BOUND)
