@@ -14,7 +14,13 @@ from typing import Any, cast
 import pytest
 
 from pytest_asyncfaults._frames import ChainFrame, format_site, short_path, stack_site
-from pytest_asyncfaults._tasks._awaitchain import MAX_DEPTH, AwaitChain, await_chain, format_chain
+from pytest_asyncfaults._tasks._awaitchain import (
+    MAX_DEPTH,
+    AwaitChain,
+    _Walk,
+    await_chain,
+    format_chain,
+)
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -565,14 +571,25 @@ async def deep(levels: int) -> None:
 
 
 @pytest.mark.asyncio
-async def test_depth_is_capped() -> None:
+async def test_a_walk_is_capped() -> None:
     async with spawned() as spawn:
-        task = spawn(deep(MAX_DEPTH + 20))
-        for _ in range(50):
-            chain = await_chain(task)
-            if chain.leaf.startswith("(chain cut"):
-                break
-            await asyncio.sleep(0.005)
-        assert len(chain.frames) == MAX_DEPTH
-        assert chain.leaf == f"(chain cut at {MAX_DEPTH} frames)"
-        assert set(functions(chain)) == {"deep"}
+        task = spawn(deep(120))
+        await blocked(task, "sleep")
+        walk = _Walk(depth=100)
+        leaf = walk.task(task)
+        assert len(walk.frames) == 100
+        assert leaf == "(chain cut at 100 frames)"
+        assert {frame.function for frame in walk.frames} == {"deep"}
+
+
+@pytest.mark.asyncio
+async def test_a_deep_chain_keeps_its_culprit_and_folds_the_middle() -> None:
+    async with spawned() as spawn:
+        task = spawn(deep(800))
+        chain = await blocked(task, "sleep")
+        assert len(chain.frames) == 802  # deep x 801, then asyncio.sleep
+        assert MAX_DEPTH > 802
+        text = format_chain(chain)
+        assert "await asyncio.sleep(30)" in text  # the culprit, innermost
+        assert "... 752 frames more (the chain is 802 deep) ..." in text
+        assert len(text.splitlines()) < 120

@@ -27,8 +27,13 @@ from typing import Any, Final, NamedTuple
 
 from .._frames import ChainFrame, fold, folded_line, user_first
 
-MAX_DEPTH: Final = 100
-"""Frames walked at most: a chain longer than this is a bug of its own."""
+MAX_DEPTH: Final = 10_000
+"""Frames walked at most: deep enough for any recursion Python allows by default, so
+the innermost frames (where the chain hangs) are always reached."""
+SHOWN_OUTER: Final = 10
+SHOWN_INNER: Final = 40
+"""A longer chain is printed as its outermost and innermost frames, the middle folded:
+the way in, and the culprit."""
 
 _REPR_WIDTH: Final = 80
 _COLLAPSE_OVER: Final = 6
@@ -510,6 +515,11 @@ def await_chain(task: asyncio.Task[Any]) -> AwaitChain:
 # -- printing --------------------------------------------------------------------------------
 
 
+def _width(item: int | tuple[int, int]) -> int:
+    """How many frames one printed item stands for: one, or a folded run."""
+    return 1 if isinstance(item, int) else item[1] - item[0] + 1
+
+
 def format_chain(chain: AwaitChain, *, indent: str = "    ") -> str:
     """The chain for a terminal: every line starts with ``indent``; "> " marks the line to fix.
 
@@ -523,9 +533,18 @@ def format_chain(chain: AwaitChain, *, indent: str = "    ") -> str:
     filenames = [frame.filename for frame in frames]
     hops = dict(chain.hops)
     lines: list[str] = []
-    for item in fold(
-        filenames, marked=marked, longer_than=_COLLAPSE_OVER, keep_ends=1, breaks=hops
-    ):
+    items = fold(filenames, marked=marked, longer_than=_COLLAPSE_OVER, keep_ends=1, breaks=hops)
+    shown = [i for i, item in enumerate(items) if isinstance(item, int)]
+    middle: range = range(0)
+    if len(shown) > SHOWN_OUTER + SHOWN_INNER:
+        middle = range(shown[SHOWN_OUTER], shown[-SHOWN_INNER])
+    for position, item in enumerate(items):
+        if position in middle and item != marked:
+            if position == middle.start:
+                hidden = sum(_width(items[i]) for i in middle)
+                deep = f"the chain is {len(frames)} deep"
+                lines.append(f"{indent}  ... {hidden} frames more ({deep}) ...")
+            continue
         if isinstance(item, tuple):
             first, last = item
             lines.append(folded_line(filenames[first : last + 1], indent))
