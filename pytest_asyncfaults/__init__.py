@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     from ._exceptions import InvalidError as InvalidError
     from ._exceptions import LifespanError as LifespanError
     from ._exceptions import ListenError as ListenError
+    from ._exceptions import LoopBlockedError as LoopBlockedError
     from ._exceptions import NotFoundError as NotFoundError
     from ._exceptions import OutcomeError as OutcomeError
     from ._exceptions import ScenarioError as ScenarioError
@@ -76,6 +77,7 @@ __all__ = (
     "InvalidError",
     "LifespanError",
     "ListenError",
+    "LoopBlockedError",
     "NotFoundError",
     "Outcome",
     "OutcomeError",
@@ -113,6 +115,7 @@ _WHERE: _typing.Final = {
     "HangError": "._exceptions",
     "InvalidError": "._exceptions",
     "LifespanError": "._exceptions",
+    "LoopBlockedError": "._exceptions",
     "ListenError": "._exceptions",
     "NotFoundError": "._exceptions",
     "OutcomeError": "._exceptions",

@@ -14,6 +14,7 @@ should ever reach a user as a bare traceback::
      │
      │   what a test fails with (AssertionError: pytest reports a failure):
      ├── HangError                    background work pending at a deadline: the report
+     │    └── LoopBlockedError        raised into code that blocked the loop past a deadline
      ├── LifespanError                the app's lifespan did not start or stop, or failed
      ├── OutcomeError                 an assertion on a test's background work failed
      └── ExpectationError             a scenario's expectations did not hold
@@ -40,6 +41,7 @@ __all__ = (
     "InvalidError",
     "LifespanError",
     "ListenError",
+    "LoopBlockedError",
     "NotFoundError",
     "OutcomeError",
     "ScenarioError",
@@ -94,6 +96,15 @@ class HangError(AsyncFaultsError, AssertionError):
 
     short: str = ""
     """The same in a few words, for a summary table ("" when the report's first line will do)."""
+
+
+class LoopBlockedError(HangError):
+    """Raised into the code that held the event loop past the test's deadline.
+
+    ``time.sleep``, a sync socket read, a CPU loop: nothing on the loop can run
+    while they do, not even the deadline's own timer, so the watchdog thread
+    interrupts the main thread with a signal and this is raised where it blocks;
+    the message is the stall report with the blocking line."""
 
 
 class LifespanError(AsyncFaultsError, AssertionError):

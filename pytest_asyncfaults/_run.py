@@ -78,16 +78,19 @@ class Run:
 
     # -- while it runs ---------------------------------------------------------------------
 
-    def start_watchdog(self) -> LoopWatchdog | None:
-        """The blocked-loop detector's watchdog, low enough for a scenario's ``max_stall_ms``."""
+    def start_watchdog(self, *, interrupt_at: float | None = None) -> LoopWatchdog | None:
+        """The blocked-loop detector's watchdog, low enough for a scenario's ``max_stall_ms``;
+        past ``interrupt_at`` it frees a blocked loop (then it runs even with the detector off).
+        """
         thresholds = []
-        if self.settings.blocked_loop != "off":
+        if self.settings.blocked_loop != "off" or interrupt_at is not None:
             thresholds.append(self.settings.blocked_loop_threshold)
         if self.scenario is not None and self.scenario.expect.max_stall_ms is not None:
             thresholds.append(self.scenario.expect.max_stall_ms / 1000)
         if not thresholds:
             return None
         self.watchdog = LoopWatchdog(asyncio.get_running_loop(), threshold=min(thresholds))
+        self.watchdog.interrupt_at = interrupt_at
         self.watchdog.start()
         return self.watchdog
 

@@ -198,3 +198,93 @@ def test_work_in_a_thread_shows_the_threads_line(
         ]
     )
     assert took < 1.0 + CANCEL_BOUND + 2 * SLACK, f"the run took {took:.1f} s"
+
+
+BLOCKING_APP = """
+import socket
+import time
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+
+async def sleeps(request):
+    time.sleep(3600)  # the culprit: a sync sleep on the loop
+    return PlainTextResponse("late")
+
+
+async def spins(request):
+    while True:  # the culprit: a CPU loop that never yields
+        pass
+
+
+async def ok(request):
+    return PlainTextResponse("ok")
+
+
+app = Starlette(routes=[Route("/sleep", sleeps), Route("/spin", spins), Route("/ok", ok)])
+
+
+@pytest.fixture
+def asgi_app():
+    return app
+"""
+
+
+@pytest.mark.parametrize(("path", "culprit"), [("/sleep", "time.sleep(3600)"), ("/spin", "pass")])
+def test_a_blocked_loop_is_interrupted_at_the_test_timeout_with_its_line(
+    pytester: pytest.Pytester, backend_args: list[str], path: str, culprit: str
+) -> None:
+    pytester.makeini(INI)
+    pytester.makeconftest(BLOCKING_APP)
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.asyncfaults(timeout=1)
+        async def test_blocked(app_client, tasks):
+            await app_client.get("{path}")
+
+        async def test_the_next_one(app_client, tasks):
+            assert (await app_client.get("/ok")).text == "ok"
+        """
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the event loop was blocked for * s at conftest.py:*",
+            f"*{culprit}*",
+        ]
+    )
+    assert took < 1.0 + SLACK, f"the run took {took:.1f} s"
+
+
+def test_a_blocking_test_body_is_interrupted_too(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.mark.asyncfaults(timeout=1)
+        async def test_sleeps(tasks):
+            time.sleep(3600)  # the culprit, in the test itself
+
+        async def test_the_next_one(tasks):
+            pass
+        """
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the event loop was blocked for * s at*",
+            "*time.sleep(3600)  # the culprit, in the test itself*",
+            "*Interrupted past the test's deadline*",
+        ]
+    )
+    assert took < 1.0 + SLACK, f"the run took {took:.1f} s"

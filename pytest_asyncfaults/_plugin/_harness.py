@@ -167,7 +167,9 @@ class Harness:
     async def _run(self, test: Callable[..., Awaitable[Any]], kwargs: dict[str, Any]) -> Any:
         run = self.run
         run.started_at = time.monotonic()
-        run.start_watchdog()
+        # Past the test's timeout, a blocked loop is interrupted where it blocks: the
+        # deadline's own timer cannot fire while the loop does not turn.
+        run.start_watchdog(interrupt_at=run.started_at + run.settings.timeout)
         depth = sys.get_coroutine_origin_tracking_depth()
         if run.settings.never_awaited != "off":
             # Unawaited coroutines then say where they were created, not where

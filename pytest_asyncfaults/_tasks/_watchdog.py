@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
-from .._exceptions import InvalidError
+from .._exceptions import InvalidError, LoopBlockedError
 from .._frames import (
     ChainFrame,
     Frame,
@@ -45,6 +46,13 @@ STACK_DEPTH: Final = 30
 the outer end is the event loop and the test runner."""
 MIN_INTERVAL: Final = 0.01
 """The heartbeat never runs more often than this: an idle loop must stay idle."""
+INTERRUPT_SIGNAL: Final = signal.SIGUSR1
+"""Sent to the main thread to free a blocked loop (pytest-timeout's signal method uses
+SIGALRM: the two do not meet)."""
+INTERRUPT_EVERY: Final = 1.0
+INTERRUPT_TIMES: Final = 5
+"""A blocking call whose caller swallows the interruption is interrupted again, this
+often, this many times at most."""
 STOP_BOUND: Final = 1.0
 """How long ``stop()`` waits for the watchdog thread."""
 
@@ -130,6 +138,14 @@ class LoopWatchdog:
         self._open: _Open | None = None
         self._started = False
         self._stopped = False
+        self.interrupt_at: float | None = None
+        """``time.monotonic()`` past which a stall is interrupted, not only recorded: the
+        blocking code gets ``LoopBlockedError`` (main thread only). ``None``: never."""
+        self.interrupted = 0
+        self._interrupt_message = ""
+        self._next_interrupt = 0.0
+        self._previous_handler: Any = None
+        self._handler_installed = False
 
     def __enter__(self) -> LoopWatchdog:
         return self.start()
@@ -156,6 +172,10 @@ class LoopWatchdog:
         self._thread_id = threading.get_ident()
         self._last_beat = time.monotonic()
         self._handle = self.loop.call_later(self.interval, self._beat)
+        if threading.get_ident() == threading.main_thread().ident:
+            # Signal handlers run in the main thread only: a loop elsewhere is recorded.
+            self._previous_handler = signal.signal(INTERRUPT_SIGNAL, self._on_signal)
+            self._handler_installed = True
         self._thread = threading.Thread(
             target=self._watch, name="asyncfaults-loop-watchdog", daemon=True
         )
@@ -180,6 +200,16 @@ class LoopWatchdog:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_BOUND)
+        if self._handler_installed and threading.get_ident() == threading.main_thread().ident:
+            self._handler_installed = False
+            previous = self._previous_handler
+            signal.signal(INTERRUPT_SIGNAL, signal.SIG_DFL if previous is None else previous)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """In the main thread, wherever it blocks: raise the stall's report there."""
+        if self._interrupt_message:
+            message, self._interrupt_message = self._interrupt_message, ""
+            raise LoopBlockedError(message)
 
     # the loop thread ---------------------------------------------------------------------
 
@@ -218,10 +248,36 @@ class LoopWatchdog:
                     self._close(now)
                 return
             if self._open is not None:
-                return  # seen already: the stack taken first is the blocking call
+                # Seen already: the stack taken first is the blocking call.
+                self._maybe_interrupt(now)
+                return
             since = max(self._last_beat, self._not_running_seen)
             if now - since > self.threshold:
                 self._open = _Open(since, _stack_of(self._thread_id))
+                self._maybe_interrupt(now)
+
+    def _maybe_interrupt(self, now: float) -> None:
+        """Past ``interrupt_at``, free the loop: the caller holds the lock."""
+        if (
+            self.interrupt_at is None
+            or now < self.interrupt_at
+            or not self._handler_installed
+            or self.interrupted >= INTERRUPT_TIMES
+            or now < self._next_interrupt
+            or self._open is None
+        ):
+            return
+        opened = self._open
+        stall = Stall(opened.since, now - opened.since, opened.stack)
+        # Made here, not in the handler: the handler runs in the blocked thread,
+        # which may hold this watchdog's lock (a beat) when the signal lands.
+        self._interrupt_message = (
+            f"asyncfaults: {format_stall(stall)}\n\nInterrupted past the test's deadline so "
+            f"the run goes on (raised where the loop was blocked)."
+        )
+        self.interrupted += 1
+        self._next_interrupt = now + INTERRUPT_EVERY
+        signal.pthread_kill(self._thread_id, INTERRUPT_SIGNAL)
 
 
 # -- the report ------------------------------------------------------------------------------
