@@ -15,6 +15,7 @@ packages only through what they register (``machinery_call``).
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import sys
@@ -75,8 +76,11 @@ def _relative(path: str, root: str) -> str | None:
     return rel.replace(os.sep, "/")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_library(filename: str) -> bool:
-    """Code the user does not own: stdlib, installed packages, this plugin, ``<frozen ...>``."""
+    """Code the user does not own: stdlib, installed packages, this plugin, ``<frozen ...>``.
+
+    Cached: a report on 10,000 tasks asks it of the same few files again and again."""
     if not filename or _is_pseudo(filename) or _after_site(filename) is not None:
         return True
     path = os.path.abspath(filename)
@@ -92,6 +96,15 @@ def short_path(filename: str) -> str:
     """
     if not filename or _is_pseudo(filename):
         return filename
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the directory was removed under us
+        cwd = ""
+    return _short_path(filename, cwd)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_path(filename: str, cwd: str) -> str:
     after = _after_site(filename)
     if after is not None:
         return after
@@ -100,9 +113,7 @@ def short_path(filename: str) -> str:
         rel = _relative(path, root)
         if rel is not None:
             return rel
-    try:
-        cwd = os.getcwd()
-    except OSError:  # the directory was removed under us
+    if not cwd:
         return filename
     rel = _relative(path, cwd)
     return rel if rel is not None else filename
@@ -173,11 +184,32 @@ def not_the_apps_stall(stack: Sequence[Frame]) -> bool:
     """A stalled loop's stack (innermost first) that is no fault of the app's code.
 
     The loop was waiting in ``select()`` (the machine, not the app, was slow),
-    or it was inside a call registered with ``machinery_call``.
+    inside a call registered with ``machinery_call``, or in the plugin's own
+    bookkeeping: the innermost frame that is not the standard library's is this
+    package's (recording 10,000 new tasks, settling them), so the app's line
+    that happened to be below it is not to blame.
     """
     if stack and stack[0][0].replace("\\", "/").endswith(_IDLE_FRAMES):
         return True
-    return any((filename, function) in _MACHINERY_CALLS for filename, _, function in stack)
+    if any((filename, function) in _MACHINERY_CALLS for filename, _, function in stack):
+        return True
+    innermost = next((frame for frame in stack if not _is_stdlib(frame[0])), None)
+    return innermost is not None and _is_own(innermost[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_stdlib(filename: str) -> bool:
+    if not filename or _is_pseudo(filename):
+        return True
+    path = os.path.abspath(filename)
+    return _after_site(filename) is None and any(
+        _relative(path, root) is not None for root in _STDLIB_DIRS
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_own(filename: str) -> bool:
+    return bool(filename) and _relative(os.path.abspath(filename), _OWN_DIR) is not None
 
 
 # -- sites -----------------------------------------------------------------------------------

@@ -288,3 +288,49 @@ def test_a_blocking_test_body_is_interrupted_too(
         ]
     )
     assert took < 1.0 + SLACK, f"the run took {took:.1f} s"
+
+
+def test_ten_thousand_tasks_settle_fast_and_the_plugins_time_is_not_the_apps(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import asyncio, time
+
+        async def work():
+            await asyncio.sleep(0.01)
+
+        async def stuck():
+            await asyncio.Event().wait()  # the culprit of ten thousand
+
+        async def test_many_finish(tasks):
+            for _ in range(10_000):
+                asyncio.create_task(work())
+            started = time.monotonic()
+            outcome = await tasks.settle(within=10)
+            assert len(outcome) == 10_000
+            print(f"SETTLED IN {time.monotonic() - started:.2f}")
+
+        async def test_many_stuck(tasks):
+            for _ in range(10_000):
+                asyncio.create_task(stuck())
+            await tasks.settle(within=1)
+
+        async def test_the_next_one(tasks):
+            pass
+        """
+    )
+    result, took = _run(pytester, backend_args, "-s")
+    result.assert_outcomes(passed=2, failed=1)  # no blocked_loop finding on the plugin's work
+    settled = float(result.stdout.str().split("SETTLED IN ")[1].split()[0])
+    assert settled < 3.0
+    result.stdout.fnmatch_lines(
+        [
+            "*10000 background tasks still pending after 1 s*",
+            "*and 9999 more task(s) made at the same line and stuck on the same chain*",
+            "*await asyncio.Event().wait()  # the culprit of ten thousand*",
+        ]
+    )
+    assert len(result.stdout.str()) < 100_000  # one entry, not ten thousand
+    assert took < 1.0 + CANCEL_BOUND + 3 * SLACK, f"the run took {took:.1f} s"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -39,6 +40,8 @@ from ._outcome import Outcome, State, TaskOutcome
 from ._threads import format_threads
 
 CANCEL_BOUND: Final = 2.0
+ALIKE_NAMED: Final = 10
+"""Tasks named in a report's entry for many alike, beside the one shown in full."""
 """How long stuck tasks get to end once cancelled."""
 STACK_DEPTH: Final = 20
 CONNECTIONS_GRACE: Final = 1.0
@@ -89,7 +92,10 @@ def _capture(frame: FrameType | None) -> tuple[CodeType | int, ...]:
     return tuple(stack)
 
 
+@functools.lru_cache(maxsize=16384)
 def _line(code: CodeType, offset: int) -> int:
+    """The line of ``offset`` in ``code``; cached, as a report on many tasks made at one
+    line asks it again and again."""
     for start, end, line in code.co_lines():
         if start <= offset < end and line is not None:
             return line
@@ -488,13 +494,29 @@ class TaskMonitor:
         now = time.monotonic()
         count = len(stuck)
         lines = [f"asyncfaults: {count} background task{'s' if count != 1 else ''} {why}", ""]
-        for index, record in enumerate(stuck, 1):
-            lines.append(f"[{index}] {record.describe()}, {now - record.created_at:.2f} s ago")
-            lines.append("    await chain, outermost first:")
+        # Tasks made at one line and stuck on one line are one entry, with a count:
+        # 10,000 of them must not bury the report (or take long to print).
+        alike: dict[tuple[str, str], list[TaskRecord]] = {}
+        for record in stuck:
             task = record.task
             record.hung_at = now
             if task is not None:
                 record.hang_chain = format_chain(await_chain(task), indent="      ")
+            alike.setdefault((format_site(record.stack), record.hang_chain), []).append(record)
+        for index, group in enumerate(alike.values(), 1):
+            record = group[0]
+            lines.append(f"[{index}] {record.describe()}, {now - record.created_at:.2f} s ago")
+            if len(group) > 1:
+                names = ", ".join(repr(other.name) for other in group[1:ALIKE_NAMED])
+                more = (
+                    f", ... ({len(group) - ALIKE_NAMED} more)" if len(group) > ALIKE_NAMED else ""
+                )
+                lines.append(
+                    f"    and {len(group) - 1} more task(s) made at the same line and stuck on "
+                    f"the same chain: {names}{more}"
+                )
+            lines.append("    await chain, outermost first:")
+            if record.hang_chain:
                 lines.append(record.hang_chain)
             lines.append("")
         lines.extend(format_threads())
