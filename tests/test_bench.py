@@ -65,3 +65,16 @@ def test_load_bench_compares_with_and_without_the_plugin() -> None:
     assert len(report["extra_ms_per_round"]) == report["rounds"]
     assert report["targets"]["extra_ms"]["measured"] == report["extra_ms"]
     assert isinstance(report["met"], bool)
+
+
+def test_scale_bench_settles_and_reports_many_tasks() -> None:
+    report = quick_run("scale.py")
+    assert report["tasks"] == 1_000
+    assert report["settle_completed_s"] > 0
+    assert report["report_stuck_bytes"] < report["targets"]["report_stuck_bytes"]["target"]
+    assert set(report["targets"]) == {
+        "enforced",
+        "settle_completed_s",
+        "report_stuck_s",
+        "report_stuck_bytes",
+    }
