@@ -334,3 +334,43 @@ def test_ten_thousand_tasks_settle_fast_and_the_plugins_time_is_not_the_apps(
     )
     assert len(result.stdout.str()) < 100_000  # one entry, not ten thousand
     assert took < 1.0 + CANCEL_BOUND + 3 * SLACK, f"the run took {took:.1f} s"
+
+
+def test_keyboardinterrupt_or_systemexit_in_an_app_task_fails_that_test_only(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        async def interrupts():
+            raise KeyboardInterrupt  # the culprit
+
+        async def exits():
+            raise SystemExit(3)  # the other culprit
+
+        async def test_interrupt(tasks):
+            asyncio.create_task(interrupts())
+            await asyncio.sleep(0.1)
+
+        async def test_exit(tasks):
+            asyncio.create_task(exits())
+            await asyncio.sleep(0.1)
+
+        async def test_the_next_one(tasks):
+            pass
+        """
+    )
+    result, _ = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # not "interrupted"
+    result.stdout.fnmatch_lines(
+        [
+            "*KeyboardInterrupt raised in Task *",
+            "*raised at test_*.py:4 in interrupts: `raise KeyboardInterrupt  # the culprit`*",
+            "*SystemExit raised in Task *",
+            "*raised at test_*.py:7 in exits: `raise SystemExit(3)  # the other culprit`*",
+        ]
+    )
+    assert "Traceback" not in result.stderr.str()

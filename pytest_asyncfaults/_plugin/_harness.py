@@ -21,6 +21,7 @@ import gc
 import re
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from .._exceptions import (
     LifespanError,
     ScenarioError,
 )
+from .._frames import format_site
 from .._run import Problem, Run
 from .._tasks import _detectors as detectors
 from .._tasks._awaitchain import await_chain, format_chain
@@ -210,6 +212,39 @@ class Harness:
             self._conclude(problems, failed=escaped is not None)
             if raised is not None:
                 raise raised
+
+    def interrupted_by_the_app(self, exc: BaseException) -> str | None:
+        """The report of a ``KeyboardInterrupt`` / ``SystemExit`` an app task raised, or
+        ``None`` when no task of the test raised it (a real Ctrl-C ends the session).
+
+        Such an exception leaves the event loop through the runner, skipping the
+        test's own clean-up: the watchdog is stopped here, and the test's task is
+        left for the runner to cancel when it closes the loop."""
+        record = next(
+            (
+                record
+                for record in self.run.monitor.records
+                if record.done and record.exception is exc
+            ),
+            None,
+        )
+        if record is None:
+            return None
+        if (task := record.task) is not None:
+            task.exception()  # reported here: not again as "never retrieved"
+        self.run.stop_watchdog()
+        raised = [
+            (frame.filename, frame.lineno or 0, frame.name)
+            for frame in reversed(traceback.extract_tb(exc.__traceback__))
+        ]
+        report = (
+            f"asyncfaults: {type(exc).__name__} raised in {record.describe()}\n"
+            f"  raised at {format_site(raised)}\n"
+            f"  It left the event loop, so this test could not finish; the session goes "
+            f"on. Raise an ordinary exception there, and let the caller decide what ends."
+        )
+        self.verdict.fail(f"{type(exc).__name__} raised in task {record.name!r}")
+        return report
 
     async def _timed_out(self, deadline: _Deadline) -> HangError:
         """The test overran its timeout: where its own task was, and what else is pending."""

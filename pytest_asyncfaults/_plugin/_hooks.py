@@ -111,5 +111,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     item.obj = harness.wrap(test)
     try:
         return (yield)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Raised inside a task of the app, it went through the event loop and out of
+        # the runner: that is this test's failure, not the end of the session.
+        report = harness.interrupted_by_the_app(exc)
+        if report is None:
+            raise  # a real Ctrl-C, or pytest.exit(): the session ends
     finally:
         item.obj = test
+    pytest.fail(report, pytrace=False)  # outside the handler: the report is the message
