@@ -376,3 +376,48 @@ def test_keyboardinterrupt_or_systemexit_in_an_app_task_fails_that_test_only(
         ]
     )
     assert "Traceback" not in result.stderr.str()
+
+
+def test_a_sync_driver_read_through_a_blackholed_proxy_is_interrupted(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    """A synchronous client on the loop (a sync driver in an ``async def``) reading from a
+    blackholed service: the read blocks the loop; past the timeout it is interrupted."""
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        import socket, threading
+        import pytest
+
+        @pytest.fixture
+        def service():
+            server = socket.create_server(("127.0.0.1", 0))
+            yield server.getsockname()[1]
+            server.close()
+        """
+    )
+    pytester.makepyfile(
+        """
+        import socket
+        import pytest
+
+        @pytest.mark.asyncfaults(timeout=1)
+        async def test_sync_read(tasks, faults, service):
+            proxy = await faults.create("service", f"127.0.0.1:{service}")
+            async with proxy.blackhole():
+                conn = socket.create_connection((proxy.host, proxy.port))
+                conn.recv(100)  # the culprit: a sync read on the loop, no timeout
+
+        async def test_the_next_one(tasks):
+            pass
+        """
+    )
+    result, took = _run(pytester, backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*the event loop was blocked for * s at*",
+            "*conn.recv(100)  # the culprit*",
+        ]
+    )
+    assert took < 1.0 + SLACK, f"the run took {took:.1f} s"
