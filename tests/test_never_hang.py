@@ -8,25 +8,12 @@ matters (the loop's close), under anyio's pytest plugin too.
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from pathological import CANCEL_BOUND, INI, SLACK, run_bounded
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.plugin
 
-INI = """
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = function
-"""
-
-CANCEL_BOUND = 2.0
-"""How long a cancelled task gets to end before it is called stubborn (the monitor's)."""
-RUN_BOUND = 60.0
-"""Past this the inner run counts as hung (Pytester.TimeoutExpired)."""
-SLACK = 4.0
-"""What pytest's own start and the clean-up may add, on a loaded machine."""
 
 STUBBORN = """
 import asyncio
@@ -39,17 +26,6 @@ async def stubborn():
         except asyncio.CancelledError:  # the culprit: swallowed, again and again
             pass
 """
-
-
-def _run(
-    pytester: pytest.Pytester, backend_args: list[str], *args: str
-) -> tuple[pytest.RunResult, float]:
-    started = time.monotonic()
-    # Bounded itself: a regression must fail this test, not hang the suite.
-    result = pytester.runpytest_subprocess(
-        *backend_args, "-p", "no:cacheprovider", *args, timeout=RUN_BOUND
-    )
-    return result, time.monotonic() - started
 
 
 @pytest.mark.parametrize("runner", ["pytest-asyncio", "anyio"])
@@ -72,7 +48,7 @@ def test_a_task_that_swallows_every_cancel_is_reported_once_and_left_behind(
         f"{marker}async def test_the_next_one(tasks):\n"
         "    await asyncio.sleep(0)\n"
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -106,7 +82,7 @@ def test_a_body_that_awaits_forever_ends_at_the_test_timeout_with_its_line(
         f"{marker}async def test_the_next_one(tasks):\n"
         "    await asyncio.sleep(0)\n"
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -132,7 +108,7 @@ def test_the_test_timeout_is_a_setting_with_a_clear_error(
             pass
         """
     )
-    result, _ = _run(pytester, backend_args)
+    result, _ = run_bounded(pytester, backend_args)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*@pytest.mark.asyncfaults(timeout)=0 is not valid: expected a number of seconds > 0*"]
@@ -188,7 +164,7 @@ def test_work_in_a_thread_shows_the_threads_line(
             assert len(smtp_server.messages) == 1
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -252,7 +228,7 @@ def test_a_blocked_loop_is_interrupted_at_the_test_timeout_with_its_line(
             assert (await app_client.get("/ok")).text == "ok"
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -280,7 +256,7 @@ def test_a_blocking_test_body_is_interrupted_too(
             pass
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -307,8 +283,10 @@ def test_ten_thousand_tasks_settle_fast_and_the_plugins_time_is_not_the_apps(
             await asyncio.Event().wait()  # the culprit of ten thousand
 
         async def test_many_finish(tasks):
-            for _ in range(10_000):
+            for index in range(10_000):
                 asyncio.create_task(work())
+                if index % 500 == 0:
+                    await asyncio.sleep(0)  # a fan-out that lets the loop turn
             started = time.monotonic()
             outcome = await tasks.settle(within=10)
             assert len(outcome) == 10_000
@@ -323,7 +301,7 @@ def test_ten_thousand_tasks_settle_fast_and_the_plugins_time_is_not_the_apps(
             pass
         """
     )
-    result, took = _run(pytester, backend_args, "-s")
+    result, took = run_bounded(pytester, backend_args, "-s")
     result.assert_outcomes(passed=2, failed=1)  # no blocked_loop finding on the plugin's work
     settled = float(result.stdout.str().split("SETTLED IN ")[1].split()[0])
     assert settled < 3.0
@@ -364,7 +342,7 @@ def test_keyboardinterrupt_or_systemexit_in_an_app_task_fails_that_test_only(
             pass
         """
     )
-    result, _ = _run(pytester, backend_args)
+    result, _ = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # not "interrupted"
     result.stdout.fnmatch_lines(
@@ -412,7 +390,7 @@ def test_a_sync_driver_read_through_a_blackholed_proxy_is_interrupted(
             pass
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [

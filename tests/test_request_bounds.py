@@ -10,23 +10,14 @@ and the test after the hung one must pass.
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from pathological import INI, SLACK, run_bounded
 
 from pytest_asyncfaults import PostgresServer
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.plugin
 
-INI = """
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = function
-"""
-
-SLACK = 4.0
-"""What pytest's own start and the teardown may add to a timed-out request, loaded."""
 
 STUCK_APP = """
 import asyncio
@@ -61,14 +52,6 @@ def asgi_app():
 """
 
 
-def _run(
-    pytester: pytest.Pytester, backend_args: list[str], *args: str
-) -> tuple[pytest.RunResult, float]:
-    started = time.monotonic()
-    result = pytester.runpytest(*backend_args, "-p", "no:cacheprovider", *args)
-    return result, time.monotonic() - started
-
-
 def test_a_handler_that_never_answers_fails_within_the_read_timeout(
     pytester: pytest.Pytester, backend_args: list[str]
 ) -> None:
@@ -83,7 +66,7 @@ def test_a_handler_that_never_answers_fails_within_the_read_timeout(
             assert (await app_client.get("/ok")).text == "ok"
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -116,7 +99,7 @@ def app_client(app_client):
             await app_client.get("/stuck")
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*got no response within 0.5 s (the read timeout)*"])
     assert took < 0.5 + SLACK, f"the run took {took:.1f} s"
@@ -139,7 +122,7 @@ def test_a_timeout_is_httpxs_own_exception_and_can_be_expected(
             # the stuck call was cancelled with the report: nothing leaks
         """
     )
-    result, _ = _run(pytester, backend_args)
+    result, _ = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1)
 
 
@@ -157,7 +140,7 @@ def test_a_stream_that_never_ends_times_out_per_piece(
             assert (await app_client.get("/ok")).text == "ok"
         """
     )
-    result, took = _run(pytester, backend_args)
+    result, took = run_bounded(pytester, backend_args)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -212,7 +195,9 @@ def asgi_app(postgres_server, faults):
             assert (await app_client.get("/articles", timeout=10.0)).json() == [{"id": 1}]
         """
     )
-    result, took = _run(pytester, backend_args, f"--asyncfaults-postgres-dsn={postgres_server.dsn}")
+    result, took = run_bounded(
+        pytester, backend_args, f"--asyncfaults-postgres-dsn={postgres_server.dsn}"
+    )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
