@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 from collections.abc import Iterator
@@ -86,3 +87,18 @@ async def test_runner_and_current_tasks_are_not_background_work(monitor: TaskMon
     assert asyncio.current_task() not in [record.task for record in monitor.background()]
     outcome = await monitor.settle(within=0.1)
     assert len(outcome) == 0
+
+
+async def test_the_task_wait_for_makes_is_part_of_its_awaiters_await(monitor: TaskMonitor) -> None:
+    """On 3.11 ``asyncio.wait_for`` runs its awaitable in a task of its own; its failure
+    goes to the awaiter (as on 3.12, which makes no task), so it is no background work."""
+
+    async def sends_a_mail() -> None:
+        # handled (or swallowed) by the awaiter: its business, seen there
+        with contextlib.suppress(ValueError):
+            await asyncio.wait_for(fails(), timeout=1)  # a driver's connect, say
+
+    await asyncio.create_task(sends_a_mail(), name="job")
+    outcome = await monitor.settle(1)
+    assert [entry.name for entry in outcome] == ["job"]
+    outcome.assert_completed()

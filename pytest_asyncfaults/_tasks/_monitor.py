@@ -108,6 +108,20 @@ def _stack(raw: tuple[CodeType | int, ...]) -> tuple[Frame, ...]:
     return tuple((code.co_filename, _line(code, offset), code.co_name) for code, offset in pairs)
 
 
+_WAIT_FOR: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
+
+
+def _made_by_wait_for(raw: tuple[CodeType | int, ...]) -> bool:
+    """Was the task made by ``asyncio.wait_for`` for the awaitable it was given?"""
+    for index in range(0, len(raw), 2):
+        code = raw[index]
+        if code is _WAIT_FOR:
+            return True
+        if creator_kind(code) != "library":  # type: ignore[arg-type]
+            return False
+    return False
+
+
 def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
     """Was the task asked for by a test runner (the test's own task, anyio's runner)?"""
     for index in range(0, len(raw), 2):
@@ -150,6 +164,11 @@ class TaskRecord:
     """When a hang report found it still pending (then it was cancelled), for the timeline."""
     hang_chain: str = ""
     """Its await chain as that report printed it."""
+    inner: bool = False
+    """The task ``asyncio.wait_for`` makes of its awaitable on Python 3.11: a part of
+    its awaiter's ``await``, whose failure the awaiter receives (3.12 makes none): not
+    an entry of the outcome, nor a failure to log, though what it does to a cancel
+    (swallow it) is still seen."""
     abandoned: bool = False
     """It did not end when cancelled (it swallows ``CancelledError``): reported once, then
     left behind, out of asyncio's sight, so that nothing waits for it again."""
@@ -336,6 +355,7 @@ class TaskMonitor:
             request=current_request.get(),
             role=current_role.get(),
             runner=_is_runner(stack),
+            inner=_made_by_wait_for(stack),
             code=getattr(task.get_coro(), "cr_code", None),
         )
         record.ref = weakref.ref(task, record.collected)
@@ -452,6 +472,8 @@ class TaskMonitor:
     ) -> Outcome:
         entries = []
         for record in self.background():
+            if record.inner:
+                continue  # its failure is its awaiter's, which the outcome lists
             exception = record.exception
             entries.append(
                 TaskOutcome(
