@@ -40,9 +40,9 @@ from ._outcome import Outcome, State, TaskOutcome
 from ._threads import format_threads
 
 CANCEL_BOUND: Final = 2.0
+"""How long stuck tasks get to end once cancelled."""
 ALIKE_NAMED: Final = 10
 """Tasks named in a report's entry for many alike, beside the one shown in full."""
-"""How long stuck tasks get to end once cancelled."""
 STACK_DEPTH: Final = 20
 CONNECTIONS_GRACE: Final = 1.0
 """How long settle lets proxy connection counts catch up with sockets the app closed."""
@@ -111,24 +111,20 @@ def _stack(raw: tuple[CodeType | int, ...]) -> tuple[Frame, ...]:
 _WAIT_FOR: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
 
 
-def _made_by_wait_for(raw: tuple[CodeType | int, ...]) -> bool:
-    """Was the task made by ``asyncio.wait_for`` for the awaitable it was given?"""
+def _asked_by(raw: tuple[CodeType | int, ...]) -> tuple[bool, bool]:
+    """Who asked for the task: (a test runner: the test's own task, anyio's runner;
+    ``asyncio.wait_for``, for the awaitable it was given).
+
+    One walk past the ``create_task`` plumbing to the frame that asked, on the path
+    of every task the app creates."""
+    by_wait_for = False
     for index in range(0, len(raw), 2):
         code = raw[index]
-        if code is _WAIT_FOR:
-            return True
-        if creator_kind(code) != "library":  # type: ignore[arg-type]
-            return False
-    return False
-
-
-def _is_runner(raw: tuple[CodeType | int, ...]) -> bool:
-    """Was the task asked for by a test runner (the test's own task, anyio's runner)?"""
-    for index in range(0, len(raw), 2):
-        kind = creator_kind(raw[index])  # type: ignore[arg-type]
+        by_wait_for = by_wait_for or code is _WAIT_FOR
+        kind = creator_kind(code)  # type: ignore[arg-type]
         if kind != "library":
-            return kind == "runner"
-    return False
+            return kind == "runner", by_wait_for
+    return False, by_wait_for
 
 
 @final
@@ -340,6 +336,7 @@ class TaskMonitor:
 
     def _record(self, task: asyncio.Task[Any], frame: FrameType | None) -> None:
         stack = _capture(frame)
+        runner, inner = _asked_by(stack)
         name = task.get_name()
         if frame is not None and frame.f_code is _ASYNCIO_CREATE_TASK:
             # asyncio.create_task names the task only after the loop made it; a
@@ -354,8 +351,8 @@ class TaskMonitor:
             raw_stack=stack,
             request=current_request.get(),
             role=current_role.get(),
-            runner=_is_runner(stack),
-            inner=_made_by_wait_for(stack),
+            runner=runner,
+            inner=inner,
             code=getattr(task.get_coro(), "cr_code", None),
         )
         record.ref = weakref.ref(task, record.collected)

@@ -140,7 +140,8 @@ class LoopWatchdog:
         self._stopped = False
         self.interrupt_at: float | None = None
         """``time.monotonic()`` past which a stall is interrupted, not only recorded: the
-        blocking code gets ``LoopBlockedError`` (main thread only). ``None``: never."""
+        blocking code gets ``LoopBlockedError`` (main thread only). ``None``: never. Set it
+        before ``start()``, which installs the signal handler only when it is set."""
         self.interrupted = 0
         self._interrupt_message = ""
         self._next_interrupt = 0.0
@@ -172,7 +173,7 @@ class LoopWatchdog:
         self._thread_id = threading.get_ident()
         self._last_beat = time.monotonic()
         self._handle = self.loop.call_later(self.interval, self._beat)
-        if threading.get_ident() == threading.main_thread().ident:
+        if self.interrupt_at is not None and threading.get_ident() == threading.main_thread().ident:
             # Signal handlers run in the main thread only: a loop elsewhere is recorded.
             self._previous_handler = signal.signal(INTERRUPT_SIGNAL, self._on_signal)
             self._handler_installed = True
