@@ -36,3 +36,19 @@ def run_bounded(
         *backend_args, "-p", "no:cacheprovider", *args, timeout=RUN_BOUND
     )
     return result, time.monotonic() - started
+
+
+def assert_ended(
+    result: pytest.RunResult,
+    took: float,
+    *,
+    within: float,
+    lines: list[str],
+    passed: int = 1,
+    failed: int = 1,
+) -> None:
+    """The inner run ended as it must: its outcomes, the report's lines (culprit included),
+    and within ``within`` seconds (its deadline, the bounded clean-up, ``SLACK``)."""
+    result.assert_outcomes(passed=passed, failed=failed)
+    result.stdout.fnmatch_lines(lines)
+    assert took < within, f"the run took {took:.1f} s"
