@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -102,3 +103,27 @@ async def test_the_task_wait_for_makes_is_part_of_its_awaiters_await(monitor: Ta
     outcome = await monitor.settle(1)
     assert [entry.name for entry in outcome] == ["job"]
     outcome.assert_completed()
+
+
+async def test_gather_of_ten_thousand_tasks_is_not_quadratic(monitor: TaskMonitor) -> None:
+    """``gather`` looks up each child's record: one lookup, not a scan of all records."""
+    tasks = [asyncio.create_task(asyncio.sleep(0)) for _ in range(10_000)]
+    started = time.monotonic()
+    await asyncio.gather(*tasks)
+    took = time.monotonic() - started
+    (gathered,) = monitor.gathers
+    assert len(gathered.children) == 10_000
+    assert {id(record) for record in gathered.children} == {
+        id(monitor.record_for(task)) for task in tasks
+    }
+    assert took < 1.5, f"gather took {took:.2f} s"  # a scan per child: 3 s on a fast machine
+
+
+async def test_a_reused_id_finds_no_record_of_another_task(monitor: TaskMonitor) -> None:
+    task = asyncio.create_task(asyncio.sleep(0))
+    await task
+    record = monitor.record_for(task)
+    assert record is not None
+    assert record.task is task
+    record.ref = None  # as if the task had been collected and its id given to another
+    assert monitor.record_for(task) is None

@@ -297,6 +297,7 @@ class TaskMonitor:
     ) -> None:
         self.default_within = default_within
         self.records: list[TaskRecord] = []
+        self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
         self.error_logs: list[logging.LogRecord] = []
         self._connections = connections
@@ -357,6 +358,7 @@ class TaskMonitor:
         )
         record.ref = weakref.ref(task, record.collected)
         self.records.append(record)
+        self._by_id[id(task)] = record
         task.add_done_callback(record.ended)
 
     def _watch_gather(self, outer: asyncio.Future[Any], frame: FrameType | None) -> None:
@@ -377,11 +379,10 @@ class TaskMonitor:
         outer.add_done_callback(done)
 
     def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
-        # Searched from the newest: callers ask about a task just created.
-        for record in reversed(self.records):
-            if record.task is task:
-                return record
-        return None
+        """The task's record: by ``id``, as ``gather`` of ten thousand tasks asks for each,
+        and checked by identity, as a collected task's ``id`` may be reused."""
+        record = self._by_id.get(id(task))
+        return record if record is not None and record.task is task else None
 
     def request_started(self, request: RequestInfo, task: asyncio.Task[Any]) -> None:
         """Called by the app runner: ``task`` is the ASGI call of ``request``."""
