@@ -55,6 +55,8 @@ async def describe_faults(faults: Faults) -> list[str]:
 
 
 def stall_site(stall: Stall) -> str:
+    if stall.busy:
+        return "a busy turn of the loop (many callbacks ran, none held it)"
     return describe_site(stall.blocking_frame)
 
 
@@ -131,7 +133,7 @@ class Run:
         unmet = judge_outcome(expect, outcome)
         if self.watchdog is not None:
             unmet += judge_stalls(
-                expect, [(stall.duration, stall_site(stall)) for stall in self.watchdog.stalls]
+                expect, [(stall.own, stall_site(stall)) for stall in self.watchdog.stalls]
             )
         return unmet
 
@@ -216,7 +218,7 @@ class Run:
         if self.watchdog is not None and self.settings.blocked_loop != "off":
             threshold = self.settings.blocked_loop_threshold
             found += detectors.blocked_loop(
-                stall for stall in self.watchdog.stalls if stall.duration >= threshold
+                stall for stall in self.watchdog.stalls if stall.own >= threshold
             )
         return self.policed(found)
 

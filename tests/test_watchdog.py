@@ -8,6 +8,7 @@ milliseconds, not by hundreds, so neither side depends on luck.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
 import time
@@ -61,6 +62,7 @@ async def test_time_sleep_is_one_stall_at_its_line() -> None:
     assert len(watchdog.stalls) == 1, watchdog.stalls
     stall = watchdog.stalls[0]
     assert 0.25 <= stall.duration < 1.0
+    assert not stall.busy
     frame = stall.blocking_frame
     assert frame is not None
     assert (frame.filename, frame.lineno) == (str(HERE), line_of("# blocks: sleep"))
@@ -119,6 +121,80 @@ async def test_a_block_under_the_threshold_is_no_stall() -> None:
             time.sleep(0.05)  # noqa: ASYNC251
             await asyncio.sleep(0.05)
     assert watchdog.stalls == []
+
+
+@pytest.mark.asyncio
+async def test_a_busy_turn_of_many_short_callbacks_is_no_blocked_loop() -> None:
+    """Ten thousand callbacks of 30 µs in one turn (a fan-out finishing together): the loop
+    is late, but no callback held it, so there is no line to blame."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    count = 10_000
+
+    def short(index: int) -> None:
+        spin(0.00003)
+        if index == count - 1:
+            done.set_result(None)
+
+    with on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        for index in range(count):
+            loop.call_soon(short, index)
+        await done
+        await asyncio.sleep(0.05)
+    (stall,) = watchdog.stalls
+    assert stall.busy
+    assert stall.duration >= 0.2
+    assert blocked_loop(watchdog.stalls) == []
+
+
+@pytest.mark.asyncio
+async def test_one_callback_that_blocks_is_not_busy() -> None:
+    with on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        for _ in range(10):
+            spin(0.03)  # blocks: ten short calls in one callback are one block
+        await asyncio.sleep(0.05)
+    (stall,) = watchdog.stalls
+    assert not stall.busy
+    assert len(blocked_loop(watchdog.stalls)) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_garbage_collectors_pause_is_not_the_loops_own_stall() -> None:
+    """Full collections over a big heap (a long test session's) for 0.3 s in one callback:
+    the loop did not turn, but for Python's collector, not for a line of the app's."""
+    heap = [[index] for index in range(500_000)]
+    with on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        collections = 0
+        while time.monotonic() - started < 0.3:
+            gc.collect()
+            collections += 1
+        await asyncio.sleep(0.05)
+    assert collections > 0
+    assert len(heap) == 500_000
+    assert [stall for stall in watchdog.stalls if stall.own > watchdog.threshold] == []
+
+
+@pytest.mark.asyncio
+async def test_a_block_beside_a_collection_counts_the_blocks_own_time() -> None:
+    heap = [[index] for index in range(500_000)]
+    with on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        while time.monotonic() - started < 0.2:
+            gc.collect()
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: beside the collector
+        await asyncio.sleep(0.05)
+    assert len(heap) == 500_000
+    (stall,) = watchdog.stalls
+    assert 0.25 <= stall.own < 0.45
+    assert stall.collecting >= 0.15
+    assert stall.blocking_frame is not None
+    assert stall.blocking_frame.lineno == line_of("# blocks: beside the collector")
+    assert "in Python's garbage collector" in format_stall(stall).splitlines()[0]
 
 
 @pytest.mark.asyncio

@@ -334,7 +334,7 @@ def report(findings: Sequence[Finding]) -> str:
 def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
     findings = []
     for stall in stalls:
-        if not_the_apps_stall(stall.stack):
+        if stall.busy or not_the_apps_stall(stall.stack):
             continue
         findings.append(
             Finding(

@@ -18,17 +18,33 @@ on the loop. A C call that holds the GIL (a huge regex, ``sum`` over a giant
 range) keeps the watchdog thread from running too: that stall is still
 caught, but its stack is taken as the call returns: the same function, most
 often still the same line.
+
+Two kinds of "the loop did not turn" are no line of the app's to fix, and a
+stall says so, so that the blocked-loop detector does not blame one:
+
+- Python's garbage collector: a full collection over a big heap (a long test
+  session holds one) pauses every thread for tens of milliseconds, inside
+  whatever callback allocated last. The watchdog keeps the time collections
+  took (``gc.callbacks``) and a stall counts only the loop's own time.
+- A busy loop: one turn that runs ten thousand short callbacks (a fan-out's
+  tasks finishing together) is late without anything blocking it. The watchdog
+  notes which callback runs (the frame of ``Handle._run``) when a beat is half a
+  threshold late and at every look while a stall is open; a stall whose first
+  callback is never seen again while others are is ``busy``. One callback that
+  blocks is seen at two looks at least, as the first look falls in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Final
 
 from .._exceptions import InvalidError, LoopBlockedError
@@ -55,6 +71,10 @@ INTERRUPT_TIMES: Final = 5
 often, this many times at most."""
 STOP_BOUND: Final = 1.0
 """How long ``stop()`` waits for the watchdog thread."""
+COLLECTING_SHOWN: Final = 0.01
+"""The collector's share of a stall is told past this."""
+_HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
+"""Where the event loop runs one callback: a task's step, a timer, a future's callback."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,16 @@ class Stall:
     """Seconds from that beat to the first beat after the stall."""
     stack: tuple[Frame, ...]
     """The loop thread's stack when the watchdog first saw the stall, innermost first."""
+    collecting: float = 0.0
+    """Seconds of ``duration`` that Python's garbage collector took."""
+    busy: bool = False
+    """Many callbacks ran in it and the one ``stack`` caught did not hold the loop:
+    a busy turn, with no blocking line to name."""
+
+    @property
+    def own(self) -> float:
+        """Seconds the loop itself did not turn: ``duration`` less the collector's."""
+        return max(self.duration - self.collecting, 0.0)
 
     @property
     def blocking_frame(self) -> ChainFrame | None:
@@ -100,10 +130,33 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-@dataclass(frozen=True)
+def _callback_of(thread_id: int) -> FrameType | None:
+    """The frame of the callback the loop thread runs now (``Handle._run``), if any."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None and frame.f_code is not _HANDLE_RUN:
+        frame = frame.f_back
+    return frame
+
+
+@dataclass
 class _Open:
     since: float
     stack: tuple[Frame, ...]
+    collected_before: float
+    """The collector's total time when the stall began."""
+    callback: FrameType | None
+    """The callback running when the stall was opened (held: a frame is not reused while
+    it is held, so identity tells a callback from the next)."""
+    seen_again: bool = False
+    others_seen: bool = False
+
+    def saw(self, callback: FrameType | None) -> None:
+        if callback is None or self.callback is None:
+            return
+        if callback is self.callback:
+            self.seen_again = True
+        else:
+            self.others_seen = True
 
 
 class LoopWatchdog:
@@ -136,6 +189,12 @@ class LoopWatchdog:
         self._last_beat = 0.0
         self._not_running_seen = 0.0
         self._open: _Open | None = None
+        self._collecting = 0.0
+        """Seconds the garbage collector took while watched, all collections summed."""
+        self._collection_started = 0.0
+        self._collected_at_beat = 0.0
+        self._early: FrameType | None = None
+        """The callback running when the beat was first seen half a threshold late."""
         self._started = False
         self._stopped = False
         self.interrupt_at: float | None = None
@@ -172,6 +231,7 @@ class LoopWatchdog:
         self._started = True
         self._thread_id = threading.get_ident()
         self._last_beat = time.monotonic()
+        gc.callbacks.append(self._on_collection)
         self._handle = self.loop.call_later(self.interval, self._beat)
         if self.interrupt_at is not None and threading.get_ident() == threading.main_thread().ident:
             # Signal handlers run in the main thread only: a loop elsewhere is recorded.
@@ -195,8 +255,11 @@ class LoopWatchdog:
             if self._open is not None:
                 self._close(time.monotonic())
             handle, self._handle = self._handle, None
+            self._early = None
         if handle is not None:
             handle.cancel()
+        if self._on_collection in gc.callbacks:
+            gc.callbacks.remove(self._on_collection)
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -212,6 +275,23 @@ class LoopWatchdog:
             message, self._interrupt_message = self._interrupt_message, ""
             raise LoopBlockedError(message)
 
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: sums the collector's time, whichever thread it paused in.
+
+        No lock: a collection runs holding the GIL, and only here is the sum written.
+        The GIL can pass to the watchdog inside these callbacks, so a collection under
+        way counts too (``_collected``)."""
+        if phase == "start":
+            self._collection_started = time.monotonic()
+        else:
+            self._collecting += time.monotonic() - self._collection_started
+            self._collection_started = 0.0
+
+    def _collected(self, now: float) -> float:
+        """The collector's total time until ``now``, a collection under way included."""
+        started = self._collection_started
+        return self._collecting + (now - started if started else 0.0)
+
     # the loop thread ---------------------------------------------------------------------
 
     def _beat(self) -> None:
@@ -220,6 +300,8 @@ class LoopWatchdog:
             if self._stopped:
                 return
             self._last_beat = now
+            self._collected_at_beat = self._collecting
+            self._early = None
             if self._open is not None:
                 self._close(now)
             self._handle = self.loop.call_later(self.interval, self._beat)
@@ -228,7 +310,15 @@ class LoopWatchdog:
         """Turn the open stall into a record; the caller holds the lock."""
         assert self._open is not None
         opened, self._open = self._open, None
-        self.stalls.append(Stall(opened.since, now - opened.since, opened.stack))
+        self.stalls.append(
+            Stall(
+                opened.since,
+                now - opened.since,
+                opened.stack,
+                collecting=self._collected(now) - opened.collected_before,
+                busy=opened.others_seen and not opened.seen_again,
+            )
+        )
 
     # the watchdog thread -----------------------------------------------------------------
 
@@ -245,17 +335,31 @@ class LoopWatchdog:
                 # Stopped, not blocked. A stall still open ended before the loop
                 # stopped, and no beat will come to close it: close it now.
                 self._not_running_seen = now
+                self._collected_at_beat = self._collecting
+                self._early = None
                 if self._open is not None:
                     self._close(now)
                 return
             if self._open is not None:
                 # Seen already: the stack taken first is the blocking call.
+                self._open.saw(_callback_of(self._thread_id))
                 self._maybe_interrupt(now)
                 return
             since = max(self._last_beat, self._not_running_seen)
-            if now - since > self.threshold:
-                self._open = _Open(since, _stack_of(self._thread_id))
+            late = now - since - (self._collected(now) - self._collected_at_beat)
+            if late > self.threshold:
+                opened = _Open(
+                    since,
+                    _stack_of(self._thread_id),
+                    self._collected_at_beat,
+                    _callback_of(self._thread_id),
+                )
+                opened.saw(self._early)
+                self._early = None
+                self._open = opened
                 self._maybe_interrupt(now)
+            elif late > self.threshold / 2 and self._early is None:
+                self._early = _callback_of(self._thread_id)
 
     def _maybe_interrupt(self, now: float) -> None:
         """Past ``interrupt_at``, free the loop: the caller holds the lock."""
@@ -292,6 +396,8 @@ def format_stall(stall: Stall, *, indent: str = "    ") -> str:
     await chain's, they are not the way to the blocking line, only what ran it.
     """
     where = describe_site(stall.blocking_frame, "an unknown place (no stack was taken)")
-    headline = f"the event loop was blocked for {stall.duration:.2f} s at {where}"
+    headline = f"the event loop was blocked for {stall.own:.2f} s at {where}"
+    if stall.collecting >= COLLECTING_SHOWN:
+        headline += f" (and {stall.collecting:.2f} s in Python's garbage collector)"
     stack = format_stack(stall.stack, indent=indent)
     return f"{headline}\n{stack}" if stack else headline
