@@ -113,6 +113,9 @@ def _short_path(filename: str, cwd: str) -> str:
         rel = _relative(path, root)
         if rel is not None:
             return rel
+    own = _relative(path, _OWN_DIR)
+    if own is not None:  # an editable install: the package prints as installed
+        return f"{os.path.basename(_OWN_DIR)}/{own}"
     if not cwd:
         return filename
     rel = _relative(path, cwd)

@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import pytest
 
+from pytest_asyncfaults import _frames
 from pytest_asyncfaults._frames import ChainFrame, format_site, short_path, stack_site
+from pytest_asyncfaults._tasks import _awaitchain
 from pytest_asyncfaults._tasks._awaitchain import (
     MAX_DEPTH,
     AwaitChain,
@@ -518,6 +520,16 @@ def test_short_path() -> None:
     assert short_path("/elsewhere/app/main.py") == "/elsewhere/app/main.py"
     assert short_path("<frozen importlib._bootstrap>") == "<frozen importlib._bootstrap>"
     assert short_path("") == ""
+
+
+def test_the_plugins_own_files_print_as_its_package_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install is not under site-packages: its files still print short, so a
+    folded run of frames names the package, not a path on the user's disk."""
+    monkeypatch.chdir(tmp_path)
+    assert short_path(_frames.__file__) == "pytest_asyncfaults/_frames.py"
+    assert short_path(_awaitchain.__file__) == "pytest_asyncfaults/_tasks/_awaitchain.py"
 
 
 def test_user_frame_rule() -> None:
