@@ -293,6 +293,32 @@ def format_site(frames: Sequence[Frame], *, source: bool = True) -> str:
     return site.location()
 
 
+def describe_exception(exception: BaseException) -> str:
+    """``Type: message``, or the type alone when the message is empty (``TimeoutError()``)."""
+    text = str(exception)
+    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+
+
+def leaves(exception: BaseException) -> list[BaseException]:
+    """The exceptions an exception group holds, groups opened all the way down: a task
+    group (anyio's, Litestar's lifespan) wraps the app's one error in a group of one."""
+    if isinstance(exception, BaseExceptionGroup):
+        return [leaf for inner in exception.exceptions for leaf in leaves(inner)]
+    return [exception]
+
+
+def raised_at(exception: BaseException) -> str:
+    """Where ``exception`` was raised, as its author would look for it: the innermost frame
+    of its traceback in the user's code, with its source line."""
+    frames: list[Frame] = []
+    tb = exception.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+        tb = tb.tb_next
+    return format_site(frames[::-1])
+
+
 # -- folding library frames ------------------------------------------------------------------
 
 KEEP_INNERMOST: Final = 3

@@ -22,7 +22,7 @@ from typing import final
 
 from ._exceptions import AsyncFaultsError, ExpectationError, NotFoundError, ScenarioError
 from ._faults import Faults, FaultWindow, describe_toxic
-from ._frames import describe_site, exception_chain, stack_site
+from ._frames import describe_exception, describe_site, exception_chain, stack_site
 from ._scenario._judge import Unmet, judge_outcome, judge_stalls
 from ._scenario._model import Expectations, Scenario
 from ._settings import LeakPolicy, Settings
@@ -93,6 +93,9 @@ class Run:
             return None
         self.watchdog = LoopWatchdog(asyncio.get_running_loop(), threshold=min(thresholds))
         self.watchdog.interrupt_at = interrupt_at
+        self.watchdog.interrupt_what = (
+            f"the test's deadline ({self.settings.timeout:g} s, the timeout setting)"
+        )
         self.watchdog.start()
         return self.watchdog
 
@@ -133,7 +136,8 @@ class Run:
         unmet = judge_outcome(expect, outcome)
         if self.watchdog is not None:
             unmet += judge_stalls(
-                expect, [(stall.own, stall_site(stall)) for stall in self.watchdog.stalls]
+                expect,
+                [(stall.own, stall_site(stall)) for stall in self.watchdog.stalls_so_far()],
             )
         return unmet
 
@@ -218,7 +222,7 @@ class Run:
         if self.watchdog is not None and self.settings.blocked_loop != "off":
             threshold = self.settings.blocked_loop_threshold
             found += detectors.blocked_loop(
-                stall for stall in self.watchdog.stalls if stall.own >= threshold
+                stall for stall in self.watchdog.stalls_so_far() if stall.own >= threshold
             )
         return self.policed(found)
 
@@ -303,7 +307,7 @@ def timeline_of(
                 start=at(record.created_at) or 0.0,
                 end=at(record.hung_at) if hung else at(record.finished_at),
                 state="pending" if hung else record.state,
-                error="" if exception is None else f"{type(exception).__name__}: {exception}",
+                error="" if exception is None else describe_exception(exception),
                 request=None if request is None else f"{request} #{request.id}",
                 chain=record.hang_chain,
             )

@@ -2,13 +2,15 @@
 
 Each case runs a user's suite in a pytest of its own (a subprocess, so that a
 regression that hangs fails the case at ``RUN_BOUND`` instead of hanging this
-suite) and times it: a failing test must end within its deadline plus the
-bounded clean-up, plus ``SLACK`` for pytest's own start on a loaded machine.
+suite) and times it twice: each failing test, as pytest timed it (set-up, call
+and tear-down), must end within its deadline plus ``ENDED_WITHIN``; the whole
+run within that plus ``SLACK`` for pytest's own start on a loaded machine.
 """
 
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from typing import Final
 
 import pytest
@@ -25,6 +27,9 @@ RUN_BOUND: Final = 60.0
 """Past this the inner run counts as hung (``Pytester.TimeoutExpired``)."""
 SLACK: Final = 4.0
 """What pytest's own start and the clean-up may add, on a loaded machine."""
+ENDED_WITHIN: Final = 1.0
+"""A failing test ends this soon after its deadline, report included (the promise)."""
+JUNIT: Final = "junit.xml"
 
 
 def run_bounded(
@@ -33,9 +38,31 @@ def run_bounded(
     """The inner suite's result and how long it took, in a pytest bounded by ``RUN_BOUND``."""
     started = time.monotonic()
     result = pytester.runpytest_subprocess(
-        *backend_args, "-p", "no:cacheprovider", *args, timeout=RUN_BOUND
+        *backend_args,
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={pytester.path / JUNIT}",
+        *args,
+        timeout=RUN_BOUND,
     )
     return result, time.monotonic() - started
+
+
+def failed_tests_took(pytester: pytest.Pytester) -> dict[str, float]:
+    """Each failed (or erroring) test of the last bounded run: how long pytest timed it."""
+    took = {}
+    for case in ET.parse(pytester.path / JUNIT).getroot().iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            took[case.get("name", "")] = float(case.get("time", "0"))
+    return took
+
+
+def assert_each_failed_within(pytester: pytest.Pytester, deadline: float) -> None:
+    """Every failed test of the last bounded run ended within ``deadline`` + ``ENDED_WITHIN``."""
+    took = failed_tests_took(pytester)
+    assert took, "no test failed"
+    late = {name: seconds for name, seconds in took.items() if seconds > deadline + ENDED_WITHIN}
+    assert not late, f"past {deadline:g} s + {ENDED_WITHIN:g} s: {late}"
 
 
 def assert_ended(
@@ -46,9 +73,41 @@ def assert_ended(
     lines: list[str],
     passed: int = 1,
     failed: int = 1,
+    deadline: float | None = None,
+    pytester: pytest.Pytester | None = None,
 ) -> None:
     """The inner run ended as it must: its outcomes, the report's lines (culprit included),
-    and within ``within`` seconds (its deadline, the bounded clean-up, ``SLACK``)."""
+    and within ``within`` seconds (its deadline, the bounded clean-up, ``SLACK``); given
+    the ``deadline``, each failed test within it + ``ENDED_WITHIN``."""
     result.assert_outcomes(passed=passed, failed=failed)
     result.stdout.fnmatch_lines(lines)
     assert took < within, f"the run took {took:.1f} s"
+    if deadline is not None:
+        assert pytester is not None
+        assert_each_failed_within(pytester, deadline)
+
+
+def run_ends(
+    pytester: pytest.Pytester,
+    backend_args: list[str],
+    *args: str,
+    deadline: float,
+    lines: list[str],
+    passed: int = 1,
+    failed: int = 1,
+) -> pytest.RunResult:
+    """Run the inner suite, bounded, and assert it ended as it must (``assert_ended``): each
+    failed test within ``deadline`` + ``ENDED_WITHIN``, the whole run within that and
+    ``SLACK`` twice (pytest's start, the fixtures' servers)."""
+    result, took = run_bounded(pytester, backend_args, *args)
+    assert_ended(
+        result,
+        took,
+        within=deadline + ENDED_WITHIN + 2 * SLACK,
+        deadline=deadline,
+        pytester=pytester,
+        lines=lines,
+        passed=passed,
+        failed=failed,
+    )
+    return result

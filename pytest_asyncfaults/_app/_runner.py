@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from typing import Any, Final, final
 
 import httpx
 from asgi_lifespan import LifespanManager
 
-from .._exceptions import InvalidError, LifespanError
+from .._exceptions import InvalidError, LifespanError, LoopBlockedError
+from .._frames import describe_exception, leaves, raised_at
 from .._tasks._context import RequestInfo, current_role
-from .._tasks._monitor import TaskMonitor
+from .._tasks._monitor import CANCEL_BOUND, TaskMonitor
+from .._tasks._watchdog import interrupt_past
 from ._transport import ServerLikeTransport
 
 ASGIApp = Callable[..., Any]
@@ -50,6 +54,56 @@ def load_app(spec: str, *, field: str = "asyncfaults_app") -> ASGIApp:
 
 
 @final
+class _LifespanWatch:
+    """What the app itself says of its lifespan: a ``lifespan.startup.failed`` or
+    ``lifespan.shutdown.failed``, with the exception it was handling when it said so.
+
+    asgi-lifespan acts on a failure only when the app raises it too (Starlette,
+    Litestar); Quart says it and goes on waiting, so the manager would wait out the
+    whole limit. Frameworks send the message from inside their ``except`` block: the
+    exception being handled there is the app's own, with its traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.failed: asyncio.Future[tuple[str, BaseException | None]] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def watched(message: Any) -> None:
+            failed = self.failed
+            if message.get("type") in _FAILED and failed is not None and not failed.done():
+                failed.set_result((str(message.get("message", "")), sys.exception()))
+            await send(message)
+
+        await self.app(scope, receive, watched)
+
+
+_FAILED: Final = frozenset({"lifespan.startup.failed", "lifespan.shutdown.failed"})
+FAILED_GRACE: Final = 0.05
+"""How long a lifespan step the app said failed gets to end on its own."""
+
+
+def _failure(phase: str, message: str, exception: BaseException | None) -> str:
+    """The app's lifespan failure as a report: the exception and the app's line it came
+    from, else the message the app sent."""
+    head = f"asyncfaults: the app's lifespan {phase} failed"
+    if exception is None:
+        text = " ".join(message.split()) if message else "(the app gave no message)"
+        return f"{head}: {text[:500]}"
+    parts = []
+    for leaf in leaves(exception):
+        if isinstance(leaf, LoopBlockedError):  # its report names the line already
+            parts.append(str(leaf).removeprefix("asyncfaults: "))
+        else:
+            parts.append(f"{describe_exception(leaf)}\n  raised at {raised_at(leaf)}")
+    return f"{head}: " + "\n".join(parts)
+
+
+@final
 class AppRunner:
     """Starts and stops the app's lifespan on the test's loop, within bounds."""
 
@@ -66,6 +120,7 @@ class AppRunner:
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self._manager: LifespanManager | None = None
+        self._watch = _LifespanWatch(app)
         self._lock: asyncio.Lock | None = None
         self.transport: ServerLikeTransport | None = None
 
@@ -79,7 +134,7 @@ class AppRunner:
         async with self._lock:
             if self._manager is not None:
                 return
-            manager = LifespanManager(self.app, startup_timeout=None, shutdown_timeout=None)
+            manager = LifespanManager(self._watch, startup_timeout=None, shutdown_timeout=None)
             await self._bounded(manager.__aenter__(), self.startup_timeout, "startup")
             self._manager = manager
             await self.monitor.take_connection_baseline()
@@ -129,15 +184,31 @@ class AppRunner:
             task = asyncio.ensure_future(step)
         finally:
             current_role.reset(token)
-        done, _ = await asyncio.wait({task}, timeout=limit)
-        if done:
+        failed = self._watch.failed = asyncio.get_running_loop().create_future()
+        with interrupt_past(limit, f"the lifespan's {phase} limit ({limit:g} s)"):
+            await asyncio.wait({task, failed}, timeout=limit, return_when=FIRST_COMPLETED)
+        self._watch.failed = None
+        if task.done():
             try:
                 task.result()
             except Exception as exc:
-                raise LifespanError(
-                    f"asyncfaults: the app's lifespan {phase} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            return
+                raise LifespanError(_failure(phase, "", exc)) from exc
+            if not failed.done():
+                return
+        if failed.done():
+            # Said at once, by the app: nothing is left to wait for.
+            failed.cancel()
+            message, exception = failed.result()
+            # A framework that raises it too ends the step in a turn or two; one that
+            # only said it (Quart) leaves the step waiting for good: it is cancelled.
+            await asyncio.wait({task}, timeout=FAILED_GRACE)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_BOUND)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                exception = exception or task.exception()
+            raise LifespanError(_failure(phase, message, exception))
+        failed.cancel()
         stuck = [
             record
             for record in self.monitor.records
@@ -147,7 +218,7 @@ class AppRunner:
             stuck, f"of the app's lifespan still pending after {limit:g} s ({phase} limit)"
         )
         task.cancel()
-        await asyncio.wait({task}, timeout=2.0)
+        await asyncio.wait({task}, timeout=CANCEL_BOUND)
         raise LifespanError(report)
 
 

@@ -28,7 +28,9 @@ from urllib.parse import unquote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._exceptions import LoopBlockedError
 from .._tasks._context import RequestInfo, current_request, current_role
+from .._tasks._watchdog import interrupt_past
 
 __all__ = ["ServerLikeTransport"]
 
@@ -45,6 +47,32 @@ OnTimeout = Callable[[asyncio.Task[None], RequestInfo, str], Awaitable[str]]
 """Given the request's ASGI task, the request and what it failed to do in time, the report."""
 
 
+async def _wait_within(flag: _Flag, read: float | None, info: RequestInfo) -> bool:
+    """Wait for ``flag`` for ``read`` seconds at most (``None``: for ever); whether it came
+    in time.
+
+    Not in time either way its timer cannot tell apart: nothing came, or the loop was
+    blocked past the deadline before it came (then interrupted where it blocked; what
+    came after came too late: a client with a read timeout has given up by then). What
+    came in time counts, though a block after it kept the waiter from running.
+    """
+    if read is None:
+        await flag.wait()
+        return True
+    deadline = time.monotonic() + read
+    with interrupt_past(read, f"the read timeout of {info} ({read:g} s)"):
+        # One turn of the loop lets the other side take its step (queued just before
+        # this one): a quick app has answered by then, and the wait costs nothing.
+        await asyncio.sleep(0)
+        try:
+            if not flag.is_set():
+                async with asyncio.timeout(read):
+                    await flag.wait()
+        except TimeoutError:
+            return False
+    return flag.set_at <= deadline
+
+
 def _read_timeout(request: httpx.Request) -> float | None:
     """httpx's read timeout of this request (the client's default or its ``timeout=``).
 
@@ -59,17 +87,22 @@ def _read_timeout(request: httpx.Request) -> float | None:
 class _Flag:
     """An ``asyncio.Event`` made only if someone waits: most requests never do."""
 
-    __slots__ = ("_event", "_value")
+    __slots__ = ("_event", "_value", "set_at")
 
     def __init__(self) -> None:
         self._event: asyncio.Event | None = None
         self._value = False
+        self.set_at = 0.0
+        """``time.monotonic()`` when it was set: when the news came, not when its waiter
+        could run (a blocked loop keeps it from running)."""
 
     def is_set(self) -> bool:
         return self._value
 
     def set(self) -> None:
-        self._value = True
+        if not self._value:
+            self._value = True
+            self.set_at = time.monotonic()
         if self._event is not None:
             self._event.set()
 
@@ -216,10 +249,7 @@ class _ResponseStream(httpx.AsyncByteStream):
             if ex.broken or ex.disconnected:
                 raise httpx.RemoteProtocolError(_INCOMPLETE_BODY, request=self._request)
             ex.data.clear()
-            try:
-                async with asyncio.timeout(self._read):
-                    await ex.data.wait()
-            except TimeoutError:
+            if not await _wait_within(ex.data, self._read, ex.info):
                 raise await self._timed_out(
                     f"sent no more of its body within {self._read:g} s (the read timeout)"
                 ) from None
@@ -303,24 +333,20 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
                 else await self.on_timeout(task, info, what)
             )
             exchange.disconnect()
+            if isinstance(info.error, LoopBlockedError):  # the loop was blocked past it
+                report += f"\n\n{info.error}"
             return httpx.ReadTimeout(report, request=request)
 
         read = _read_timeout(request)
         try:
-            # One turn of the loop lets the ASGI task take its first step (queued
-            # just before this one); a quick app has answered by then, and the
-            # wait below costs nothing.
-            await asyncio.sleep(0)
-            if not exchange.started.is_set():
-                async with asyncio.timeout(read):
-                    await exchange.started.wait()
-        except TimeoutError:
-            raise await timed_out(f"got no response within {read:g} s (the read timeout)") from None
+            in_time = await _wait_within(exchange.started, read, info)
         except BaseException:
             # The client gave up waiting (cancelled, timed out): to the app that
             # is a closed connection, as it would be under uvicorn.
             exchange.disconnect()
             raise
+        if not in_time:
+            raise await timed_out(f"got no response within {read:g} s (the read timeout)")
         if not exchange.response_started:
             raise httpx.RemoteProtocolError(_NO_RESPONSE, request=request)
         assert exchange.status is not None

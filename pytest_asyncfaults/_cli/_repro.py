@@ -31,6 +31,7 @@ from .._app._runner import AppRunner, load_app, make_client
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
 from .._faults import Faults
+from .._frames import describe_exception
 from .._run import Run, describe_faults
 from .._scenario._inline import scenario_from_options
 from .._scenario._model import Expectations, Scenario
@@ -200,7 +201,7 @@ async def _replay(plan: ReproPlan, engine: Engine, out: TextIO) -> int:
             raise
         except Exception as exc:  # the app's own import failed: its message, not ours
             raise InvalidError(
-                f"APP={plan.app!r}: importing it failed: {type(exc).__name__}: {exc}"
+                f"APP={plan.app!r}: importing it failed: {describe_exception(exc)}"
             ) from None
         return await _run_app(plan, app, faults, out)
     finally:
@@ -289,7 +290,7 @@ async def _exchange(
             say(out, report)
             return EXIT_FAILED, f"{request} got no response within {plan.deadline:g} s"
         except httpx.HTTPError as exc:
-            return EXIT_FAILED, f"{request} failed: {type(exc).__name__}: {exc}"
+            return EXIT_FAILED, f"{request} failed: {describe_exception(exc)}"
         took = time.monotonic() - sent
         body = response.text if len(response.text) <= 300 else response.text[:300] + "..."
         say(out, f"{request} -> {response.status_code} in {took:.2f} s: {body}")

@@ -21,7 +21,6 @@ import gc
 import re
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from .._exceptions import (
     LifespanError,
     ScenarioError,
 )
-from .._frames import format_site
+from .._frames import describe_exception, raised_at
 from .._run import Problem, Run
 from .._tasks import _detectors as detectors
 from .._tasks._awaitchain import await_chain, format_chain
@@ -151,9 +150,9 @@ class Harness:
                 report = str(exc)
             except BaseException as exc:
                 if isinstance(exc, Exception):
-                    self.verdict.fail(f"{type(exc).__name__}: {exc}")
+                    self.verdict.fail(describe_exception(exc))
                     if self.scenario is not None:
-                        path = self._write_timeline(f"{type(exc).__name__}: {exc}", "")
+                        path = self._write_timeline(describe_exception(exc), "")
                         if path is not None:
                             self.item.add_report_section("call", "asyncfaults timeline", str(path))
                 raise
@@ -200,12 +199,17 @@ class Harness:
                     escaped = exc
                     raise
                 finally:
-                    run.stop_watchdog()
-                    problems += await run.leaks()
-                    run.release_frames(escaped)
-                    gc.collect()  # unawaited coroutines and lost tasks show up now
-                    problems += run.findings(caught, escaped)
-                    problems += await self._stop_app()
+                    # The watchdog runs on to the end, so that a block past the settle
+                    # deadline or the lifespan's shutdown limit is interrupted too; what
+                    # it found is judged before the shutdown, the test's own time.
+                    try:
+                        problems += await run.leaks()
+                        run.release_frames(escaped)
+                        gc.collect()  # unawaited coroutines and lost tasks show up now
+                        problems += run.findings(caught, escaped)
+                        problems += await self._stop_app()
+                    finally:
+                        run.stop_watchdog()
         finally:
             sys.set_coroutine_origin_tracking_depth(depth)
             raised = self._reemit(caught, escaped)
@@ -233,13 +237,9 @@ class Harness:
         if (task := record.task) is not None:
             task.exception()  # reported here: not again as "never retrieved"
         self.run.stop_watchdog()
-        raised = [
-            (frame.filename, frame.lineno or 0, frame.name)
-            for frame in reversed(traceback.extract_tb(exc.__traceback__))
-        ]
         report = (
             f"asyncfaults: {type(exc).__name__} raised in {record.describe()}\n"
-            f"  raised at {format_site(raised)}\n"
+            f"  raised at {raised_at(exc)}\n"
             f"  It left the event loop, so this test could not finish; the session goes "
             f"on. Raise an ordinary exception there, and let the caller decide what ends."
         )
@@ -286,7 +286,7 @@ class Harness:
                     raised = exc
                 else:
                     self.item.add_report_section(
-                        "call", "asyncfaults", f"also: {type(exc).__name__}: {exc}"
+                        "call", "asyncfaults", f"also: {describe_exception(exc)}"
                     )
         return raised
 

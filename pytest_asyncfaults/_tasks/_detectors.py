@@ -25,6 +25,7 @@ from typing import Final, final
 
 from .._frames import (
     Frame,
+    describe_exception,
     exception_chain,
     format_site,
     not_the_apps_stall,
@@ -95,7 +96,7 @@ def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
         findings.append(
             Finding(
                 "never_retrieved",
-                f"Task {record.name!r} failed with {type(exc).__name__}: {exc}, and nobody awaited "
+                f"Task {record.name!r} failed with {describe_exception(exc)}, and nobody awaited "
                 f'it or read its exception (asyncio would only log "Task exception was never '
                 f'retrieved" when it is garbage-collected).\n'
                 f"  created at {format_site(record.stack)}\n"
@@ -139,7 +140,7 @@ def not_logged(
         findings.append(
             Finding(
                 "not_logged",
-                f"{what} failed with {type(exc).__name__}: {exc}, and no ERROR log record "
+                f"{what} failed with {describe_exception(exc)}, and no ERROR log record "
                 f"carries it: in production this failure leaves no trace.\n"
                 f"  created at {format_site(record.stack)}\n"
                 f"  fix: log it with logger.exception(...) where it is caught, or let it propagate",
@@ -298,7 +299,7 @@ def abandoned(monitor: TaskMonitor) -> list[Finding]:
         findings.append(
             Finding(
                 "abandoned",
-                f"asyncio.gather failed with {type(exc).__name__}: {exc} and left "
+                f"asyncio.gather failed with {describe_exception(exc)} and left "
                 f"{len(gather.abandoned)} sibling task(s) running that nobody awaits: {names}.\n"
                 f"  gather at {format_site(gather.stack)}\n"
                 f"  fix: use a TaskGroup (it cancels the siblings), or return_exceptions=True and "

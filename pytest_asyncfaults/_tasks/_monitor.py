@@ -38,9 +38,13 @@ from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
 from ._threads import format_threads
+from ._watchdog import interrupt_past
 
-CANCEL_BOUND: Final = 2.0
-"""How long stuck tasks get to end once cancelled."""
+CANCEL_BOUND: Final = 0.5
+"""How long stuck tasks get to end once cancelled: a task ends in a turn or two of the
+loop once cancelled, and the test must end within a second of its deadline."""
+FAULTS_BOUND: Final = 0.5
+"""How long a hang report waits for the faults' state (a child process, a Toxiproxy)."""
 ALIKE_NAMED: Final = 10
 """Tasks named in a report's entry for many alike, beside the one shown in full."""
 STACK_DEPTH: Final = 20
@@ -424,11 +428,12 @@ class TaskMonitor:
         """Wait up to ``within`` s for the background work, new tasks too; return what is left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while pending := self.pending():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return pending
-            await asyncio.wait(_tasks(pending), timeout=remaining)
+        with interrupt_past(within, f"the settle deadline ({within:g} s)"):
+            while pending := self.pending():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return pending
+                await asyncio.wait(_tasks(pending), timeout=remaining)
         return []
 
     async def settle(self, within: float | None = None) -> Outcome:
@@ -542,7 +547,7 @@ class TaskMonitor:
         lines.extend(format_threads())
         if self._faults_summary is not None:
             try:
-                summary = await asyncio.wait_for(self._faults_summary(), CANCEL_BOUND)
+                summary = await asyncio.wait_for(self._faults_summary(), FAULTS_BOUND)
             except Exception as exc:  # the report must not die of its appendix
                 summary = [f"(could not read the faults: {exc})"]
             lines.append("Faults active now:")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, final
 
 from .._exceptions import OutcomeError
+from .._frames import describe_exception
 
 State = Literal["completed", "failed", "cancelled", "pending", "lost"]
 
@@ -38,7 +39,7 @@ class TaskOutcome:
     def __str__(self) -> str:
         if self.state == "failed":
             assert self.exception is not None
-            how = f"failed with {type(self.exception).__name__}: {self.exception}"
+            how = f"failed with {describe_exception(self.exception)}"
         elif self.state == "completed":
             how = "completed"
         else:

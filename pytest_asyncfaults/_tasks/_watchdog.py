@@ -37,12 +37,14 @@ stall says so, so that the blocked-loop detector does not blame one:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, Final
@@ -71,7 +73,7 @@ INTERRUPT_TIMES: Final = 5
 often, this many times at most."""
 STOP_BOUND: Final = 1.0
 """How long ``stop()`` waits for the watchdog thread."""
-COLLECTING_SHOWN: Final = 0.01
+COLLECTING_SHOWN: Final = 0.05
 """The collector's share of a stall is told past this."""
 _HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
 """Where the event loop runs one callback: a task's step, a timer, a future's callback."""
@@ -200,7 +202,13 @@ class LoopWatchdog:
         self.interrupt_at: float | None = None
         """``time.monotonic()`` past which a stall is interrupted, not only recorded: the
         blocking code gets ``LoopBlockedError`` (main thread only). ``None``: never. Set it
-        before ``start()``, which installs the signal handler only when it is set."""
+        before ``start()``, which installs the signal handler only when it is set: then
+        ``interrupt_past`` adds the nearer deadlines of what waits (a request, a settle)."""
+        self.interrupt_what = "the test's deadline"
+        """What ``interrupt_at`` is, for the report."""
+        self._deadlines: dict[int, tuple[float, str]] = {}
+        """The deadlines of the waits under way, by token: the earliest past one applies."""
+        self._next_token = 0
         self.interrupted = 0
         self._interrupt_message = ""
         self._next_interrupt = 0.0
@@ -237,6 +245,7 @@ class LoopWatchdog:
             # Signal handlers run in the main thread only: a loop elsewhere is recorded.
             self._previous_handler = signal.signal(INTERRUPT_SIGNAL, self._on_signal)
             self._handler_installed = True
+            _interrupting[self._thread_id] = self
         self._thread = threading.Thread(
             target=self._watch, name="asyncfaults-loop-watchdog", daemon=True
         )
@@ -264,10 +273,40 @@ class LoopWatchdog:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(STOP_BOUND)
+        if _interrupting.get(self._thread_id) is self:
+            del _interrupting[self._thread_id]
         if self._handler_installed and threading.get_ident() == threading.main_thread().ident:
             self._handler_installed = False
             previous = self._previous_handler
             signal.signal(INTERRUPT_SIGNAL, signal.SIG_DFL if previous is None else previous)
+
+    def stalls_so_far(self) -> list[Stall]:
+        """The stalls until now. From the loop's thread, a stall still open is over (the
+        loop runs the caller), though its closing beat has not come yet: it is closed now,
+        as that beat would."""
+        with self._lock:
+            if self._open is not None and threading.get_ident() == self._thread_id:
+                self._beaten(time.monotonic())
+            return list(self.stalls)
+
+    def deadline(self, at: float, what: str) -> int:
+        """From now on, a stall past ``at`` (``time.monotonic()``) is interrupted too, with
+        ``what`` named as the deadline; ``drop_deadline(token)`` ends it."""
+        with self._lock:
+            self._next_token += 1
+            self._deadlines[self._next_token] = (at, what)
+            return self._next_token
+
+    def drop_deadline(self, token: int) -> None:
+        with self._lock:
+            self._deadlines.pop(token, None)
+
+    def _passed(self, now: float) -> str | None:
+        """The deadline a stall now is past, the earliest first; the caller holds the lock."""
+        passed = [(at, what) for at, what in self._deadlines.values() if at <= now]
+        if self.interrupt_at is not None and self.interrupt_at <= now:
+            passed.append((self.interrupt_at, self.interrupt_what))
+        return min(passed)[1] if passed else None
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """In the main thread, wherever it blocks: raise the stall's report there."""
@@ -299,12 +338,16 @@ class LoopWatchdog:
         with self._lock:
             if self._stopped:
                 return
-            self._last_beat = now
-            self._collected_at_beat = self._collecting
-            self._early = None
-            if self._open is not None:
-                self._close(now)
+            self._beaten(now)
             self._handle = self.loop.call_later(self.interval, self._beat)
+
+    def _beaten(self, now: float) -> None:
+        """The loop turned at ``now``; the caller holds the lock."""
+        self._last_beat = now
+        self._collected_at_beat = self._collecting
+        self._early = None
+        if self._open is not None:
+            self._close(now)
 
     def _close(self, now: float) -> None:
         """Turn the open stall into a record; the caller holds the lock."""
@@ -364,25 +407,56 @@ class LoopWatchdog:
     def _maybe_interrupt(self, now: float) -> None:
         """Past ``interrupt_at``, free the loop: the caller holds the lock."""
         if (
-            self.interrupt_at is None
-            or now < self.interrupt_at
-            or not self._handler_installed
+            not self._handler_installed
             or self.interrupted >= INTERRUPT_TIMES
             or now < self._next_interrupt
             or self._open is None
         ):
             return
+        what = self._passed(now)
+        if what is None:
+            return
         opened = self._open
-        stall = Stall(opened.since, now - opened.since, opened.stack)
+        stall = Stall(
+            opened.since,
+            now - opened.since,
+            opened.stack,
+            collecting=self._collected(now) - opened.collected_before,
+        )
         # Made here, not in the handler: the handler runs in the blocked thread,
         # which may hold this watchdog's lock (a beat) when the signal lands.
         self._interrupt_message = (
-            f"asyncfaults: {format_stall(stall)}\n\nInterrupted past the test's deadline so "
-            f"the run goes on (raised where the loop was blocked)."
+            f"asyncfaults: {format_stall(stall)}\n\nInterrupted past {what} so the run goes "
+            f"on (raised where the loop was blocked)."
         )
         self.interrupted += 1
         self._next_interrupt = now + INTERRUPT_EVERY
         signal.pthread_kill(self._thread_id, INTERRUPT_SIGNAL)
+
+
+_interrupting: dict[int, LoopWatchdog] = {}
+"""The watchdog that interrupts the loop of each thread (by thread id), while it runs."""
+
+
+@contextlib.contextmanager
+def interrupt_past(seconds: float | None, what: str) -> Iterator[None]:
+    """While inside, a block of this thread's loop that lasts past ``seconds`` from now is
+    interrupted, ``what`` named as the deadline it overran.
+
+    For the waits that have a bound of their own (a request's read timeout, a settle,
+    the lifespan's limits): their timer cannot fire while the loop is blocked, so
+    without this a block would run on to the test's deadline. Nothing happens where
+    no interrupting watchdog watches (``repro`` without one, a loop in another thread).
+    """
+    watchdog = _interrupting.get(threading.get_ident())
+    if watchdog is None or seconds is None:
+        yield
+        return
+    token = watchdog.deadline(time.monotonic() + seconds, what)
+    try:
+        yield
+    finally:
+        watchdog.drop_deadline(token)
 
 
 # -- the report ------------------------------------------------------------------------------
