@@ -22,7 +22,7 @@ import sys
 import sysconfig
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import CodeType
+from types import CodeType, FrameType
 from typing import Any, Final, Literal, TypeVar
 
 Frame = tuple[str, int, str]
@@ -196,12 +196,13 @@ def not_the_apps_stall(stack: Sequence[Frame]) -> bool:
         return True
     if any((filename, function) in _MACHINERY_CALLS for filename, _, function in stack):
         return True
-    innermost = next((frame for frame in stack if not _is_stdlib(frame[0])), None)
-    return innermost is not None and _is_own(innermost[0])
+    innermost = next((frame for frame in stack if not is_stdlib(frame[0])), None)
+    return innermost is not None and is_own(innermost[0])
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_stdlib(filename: str) -> bool:
+def is_stdlib(filename: str) -> bool:
+    """The file is the standard library's (or a pseudo-file: ``<frozen ...>``)."""
     if not filename or _is_pseudo(filename):
         return True
     path = os.path.abspath(filename)
@@ -211,7 +212,8 @@ def _is_stdlib(filename: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_own(filename: str) -> bool:
+def is_own(filename: str) -> bool:
+    """The file is this package's own."""
     return bool(filename) and _relative(os.path.abspath(filename), _OWN_DIR) is not None
 
 
@@ -395,7 +397,11 @@ def exception_chain(exception: BaseException | None) -> Iterator[BaseException]:
 
 def stack_of(thread_id: int, depth: int) -> tuple[Frame, ...]:
     """A thread's current stack, innermost first, at most ``depth`` frames."""
-    frame = sys._current_frames().get(thread_id)
+    return stack_from(sys._current_frames().get(thread_id), depth)
+
+
+def stack_from(frame: FrameType | None, depth: int) -> tuple[Frame, ...]:
+    """The stack from ``frame`` outwards, innermost first, at most ``depth`` frames."""
     stack: list[Frame] = []
     while frame is not None and len(stack) < depth:
         code = frame.f_code

@@ -29,6 +29,7 @@ from ._settings import LeakPolicy, Settings
 from ._tasks import _detectors as detectors
 from ._tasks._monitor import TaskMonitor, TaskRecord
 from ._tasks._outcome import Outcome
+from ._tasks._threads import ThreadWatch, release_default_executor
 from ._tasks._watchdog import LoopWatchdog, Stall
 from ._timeline import FaultSpan, Mark, RequestSpan, StallSpan, TaskSpan, Timeline
 
@@ -76,6 +77,7 @@ class Run:
         self.faults = faults
         self.scenario = scenario
         self.watchdog: LoopWatchdog | None = None
+        self.thread_watch: ThreadWatch | None = None
         self.started_at = time.monotonic()
 
     # -- while it runs ---------------------------------------------------------------------
@@ -100,8 +102,11 @@ class Run:
         return self.watchdog
 
     def stop_watchdog(self) -> None:
+        """Stop the loop's watchdog and the thread watch (idempotent)."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        if self.thread_watch is not None:
+            self.thread_watch.stop()
 
     @property
     def stalls(self) -> list[Stall]:
@@ -225,6 +230,25 @@ class Run:
                 stall for stall in self.watchdog.stalls_so_far() if stall.own >= threshold
             )
         return self.policed(found)
+
+    def watch_threads(self) -> None:
+        """From now on, note the threads started, for ``threads_left`` (off: not at all)."""
+        if self.settings.threads != "off":
+            self.thread_watch = ThreadWatch().start()
+
+    async def threads_left(self) -> list[Problem]:
+        """Threads started since ``watch_threads`` still running once the app stopped (they
+        get the leak grace to end); the watch ends here."""
+        watch, self.thread_watch = self.thread_watch, None
+        if watch is None:
+            return []
+        try:
+            left = await watch.left(self.settings.leak_grace)
+        finally:
+            watch.stop()
+        if left:
+            release_default_executor(asyncio.get_running_loop())
+        return self.policed(detectors.threads(left))
 
     def lifespan_leaks(self) -> tuple[list[TaskRecord], list[Problem]]:
         """Tasks the lifespan started and left running after the app stopped."""

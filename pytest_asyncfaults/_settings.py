@@ -108,6 +108,12 @@ class Settings:
     blocked_loop_threshold: float = _setting(
         0.1, _positive_seconds, "seconds without a turn of the loop that count as blocked (0.1)"
     )
+    threads: LeakPolicy = _setting(
+        "fail",
+        _policy,
+        "threads a test started and left running (the app's code, or non-daemon): fail "
+        "(default), warn, off",
+    )
     abandoned: LeakPolicy = _setting(
         "fail", _policy, "asyncio.gather left sibling tasks running: fail (default), warn, off"
     )

@@ -158,3 +158,25 @@ def test_the_lazy_table_and_the_type_checking_imports_agree() -> None:
         if alias.name != "__version__"
     }
     assert static == pytest_asyncfaults._WHERE
+
+
+def test_every_hook_and_fixture_of_the_plugin_is_on_its_entry_point() -> None:
+    """pytest reads hooks and fixtures off the entry-point module only: one defined beside
+    it and not re-exported would never run."""
+    from pytest_asyncfaults import _plugin
+    from pytest_asyncfaults._plugin import _fixtures, _hooks, _options
+
+    hooks = {
+        name
+        for module in (_hooks, _options)
+        for name, _ in inspect.getmembers(module, inspect.isfunction)
+        if name.startswith("pytest_")
+    }
+    fixtures = {
+        name
+        for name, value in vars(_fixtures).items()
+        if type(value).__name__ == "FixtureFunctionDefinition"
+    }
+    assert len(fixtures) >= 10
+    missing = {name for name in hooks | fixtures if getattr(_plugin, name, None) is None}
+    assert not missing

@@ -171,6 +171,7 @@ class Harness:
         # Past the test's timeout, a blocked loop is interrupted where it blocks: the
         # deadline's own timer cannot fire while the loop does not turn.
         run.start_watchdog(interrupt_at=run.started_at + run.settings.timeout)
+        run.watch_threads()
         depth = sys.get_coroutine_origin_tracking_depth()
         if run.settings.never_awaited != "off":
             # Unawaited coroutines then say where they were created, not where
@@ -208,6 +209,7 @@ class Harness:
                         gc.collect()  # unawaited coroutines and lost tasks show up now
                         problems += run.findings(caught, escaped)
                         problems += await self._stop_app()
+                        problems += await run.threads_left()
                     finally:
                         run.stop_watchdog()
         finally:

@@ -12,6 +12,7 @@ import pytest
 
 from .._exceptions import InvalidError
 from .._settings import resolve
+from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
 from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY
 from ._options import (
@@ -72,6 +73,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"(grace {settings.leak_grace:g} s), lifespan limits {settings.startup_timeout:g} s / "
         f"{settings.shutdown_timeout:g} s",
     ]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The outermost session finishes last: its status is the process's.
+    guard_exit(int(exitstatus))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -28,11 +28,13 @@ from .._frames import (
     describe_exception,
     exception_chain,
     format_site,
+    format_stack,
     not_the_apps_stall,
     short_path,
     site_frame,
 )
 from ._monitor import TaskMonitor, TaskRecord
+from ._threads import LeftThread
 from ._watchdog import Stall, format_stall
 
 _NEVER_AWAITED: Final = re.compile(r"coroutine '([^']+)' was never awaited")
@@ -324,6 +326,30 @@ def lifespan_leaks(records: Iterable[TaskRecord]) -> list[Finding]:
         )
         for record in records
     ]
+
+
+def threads(left: Iterable[LeftThread]) -> list[Finding]:
+    findings = []
+    for thread in left:
+        exits = (
+            ""
+            if thread.daemon
+            else "; a non-daemon thread also keeps the Python process from exiting"
+        )
+        findings.append(
+            Finding(
+                "threads",
+                f"{thread.describe()}, was still running when the test and its app had "
+                f"ended: it outlives the app (one more per start, in production){exits}.\n"
+                f"  it runs now, outermost first:\n"
+                f"{format_stack(thread.stack, indent='    ')}\n"
+                f"  fix: stop it when the app shuts down (an Event it checks, then join with "
+                f"a timeout), or make the work a task of the loop",
+                thread.name,
+                site_frame(thread.started_at),
+            )
+        )
+    return findings
 
 
 def report(findings: Sequence[Finding]) -> str:
