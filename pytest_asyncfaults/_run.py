@@ -82,9 +82,12 @@ class Run:
 
     # -- while it runs ---------------------------------------------------------------------
 
-    def start_watchdog(self, *, interrupt_at: float | None = None) -> LoopWatchdog | None:
+    def start_watchdog(
+        self, *, interrupt_at: float | None = None, what: str | None = None
+    ) -> LoopWatchdog | None:
         """The blocked-loop detector's watchdog, low enough for a scenario's ``max_stall_ms``;
-        past ``interrupt_at`` it frees a blocked loop (then it runs even with the detector off).
+        past ``interrupt_at`` (``what``: the test's deadline) it frees a blocked loop, and so
+        at the nearer bounds of the waits under way (then it runs even with the detector off).
         """
         thresholds = []
         if self.settings.blocked_loop != "off" or interrupt_at is not None:
@@ -96,7 +99,7 @@ class Run:
         self.watchdog = LoopWatchdog(asyncio.get_running_loop(), threshold=min(thresholds))
         self.watchdog.interrupt_at = interrupt_at
         self.watchdog.interrupt_what = (
-            f"the test's deadline ({self.settings.timeout:g} s, the timeout setting)"
+            what or f"the test's deadline ({self.settings.timeout:g} s, the timeout setting)"
         )
         self.watchdog.start()
         return self.watchdog

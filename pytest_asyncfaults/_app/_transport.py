@@ -399,6 +399,10 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
                 await exchange.send_500()
             else:
                 exchange.drop()
+        except GeneratorExit:
+            # Closed without a loop (an abandoned call, collected at the interpreter's
+            # exit): nothing to tell, nobody to tell it to.
+            raise
         except BaseException as exc:
             # uvicorn swallows these too, but in a test run that would eat a
             # Ctrl-C or a pytest.exit() raised inside the app.
@@ -423,7 +427,7 @@ class ServerLikeTransport(httpx.AsyncBaseTransport):
             # Its clean-up is done here, so the done callback (kept for a task
             # cancelled before its first step) need not run: one loop handle
             # fewer per request.
-            task = asyncio.current_task()
+            task = asyncio.current_task() if asyncio._get_running_loop() is not None else None
             if task is not None and task.remove_done_callback(self._task_done):
                 self._in_flight.pop(task, None)
 

@@ -38,6 +38,7 @@ from .._scenario._model import Expectations, Scenario
 from .._settings import Settings
 from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome
+from .._tasks._watchdog import interrupt_past
 from .._timeline import write_timeline
 
 DEFAULT_WITHIN: Final = 10.0
@@ -84,6 +85,11 @@ class ReproPlan:
         if self.scenario is not None and self.scenario.expect.settle is not None:
             return self.scenario.expect.settle
         return DEFAULT_WITHIN
+
+    @property
+    def bound(self) -> float:
+        """The whole run's: startup, the request's and the work's deadlines, shutdown."""
+        return self.startup_timeout * 2 + self.deadline * 2
 
 
 def make_plan(
@@ -170,8 +176,7 @@ def run_repro(plan: ReproPlan, out: TextIO = sys.stdout) -> int:
             say(out, f"asyncfaults repro: {plan.app}, fault engine seed {engine.seed}")
             # The app's whole run is bounded too: startup, the request, the
             # deadline, shutdown, and the clean-up of each.
-            bound = plan.startup_timeout * 2 + plan.deadline * 2 + 30
-            return asyncio.run(asyncio.wait_for(_replay(plan, engine, out), bound))
+            return asyncio.run(asyncio.wait_for(_replay(plan, engine, out), plan.bound + 30))
     except TimeoutError:
         say(sys.stderr, "asyncfaults repro: the app did not stop within its bounds; gave up")
         return EXIT_FAILED
@@ -232,9 +237,14 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
     )
     status = EXIT_OK
     failure = ""
+    # A blocked loop is interrupted at the bound that applies (the lifespan's limits, the
+    # request's and the work's deadline), and past the whole run's at the latest.
+    run.start_watchdog(
+        interrupt_at=time.monotonic() + plan.bound,
+        what=f"the run's bound ({plan.bound:g} s: startup, the deadlines, shutdown)",
+    )
     try:
         await runner.start()
-        run.start_watchdog()
         async with contextlib.AsyncExitStack() as stack:
             if scenario is not None:
                 await run.apply_scenario(stack)
@@ -244,12 +254,14 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
         say(out, str(exc))
         status, failure = EXIT_FAILED, "the app's lifespan did not start"
     finally:
-        run.stop_watchdog()
         client_timeline = None
         if status != EXIT_OK:
             client_timeline = _timeline(plan, run, failure)
-        await runner.stop()
-        monitor.uninstall()
+        try:
+            await runner.stop()
+        finally:
+            run.stop_watchdog()
+            monitor.uninstall()
     if client_timeline is not None:
         say(out, f"Timeline: {client_timeline} (open it in a browser)")
     say(out, "result: " + ("OK" if status == EXIT_OK else f"FAILED: {failure}"))
@@ -274,14 +286,15 @@ async def _exchange(
         }
         sent = time.monotonic()
         try:
-            async with asyncio.timeout(plan.deadline):
-                response = await client.request(
-                    request.method,
-                    request.path,
-                    content=request.data,
-                    files=opened or None,
-                    headers=request.headers,
-                )
+            with interrupt_past(plan.deadline, f"the request's deadline ({plan.deadline:g} s)"):
+                async with asyncio.timeout(plan.deadline):
+                    response = await client.request(
+                        request.method,
+                        request.path,
+                        content=request.data,
+                        files=opened or None,
+                        headers=request.headers,
+                    )
         except TimeoutError:
             report = await monitor.hang_report(
                 monitor.pending(),
@@ -309,6 +322,13 @@ async def _exchange(
         for item in unmet:
             say(out, item.detail)
         return EXIT_FAILED, "; ".join(item.short for item in unmet)
+    # What the plugin's detectors find in a test (a blocked loop among them) fails a
+    # replay too: the same run, judged the same way.
+    found = [(text, short) for policy, text, short in run.findings([], None) if policy == "fail"]
+    if found:
+        for text, _ in found:
+            say(out, text)
+        return EXIT_FAILED, found[0][1].splitlines()[0]
     return EXIT_OK, ""
 
 

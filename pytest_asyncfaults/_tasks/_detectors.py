@@ -9,18 +9,14 @@ creation site.
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import gc
 import inspect
-import linecache
 import re
-import textwrap
 import types
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import CodeType
 from typing import Final, final
 
 from .._frames import (
@@ -34,6 +30,7 @@ from .._frames import (
     site_frame,
 )
 from ._monitor import TaskMonitor, TaskRecord
+from ._swallow import swallowing_handlers
 from ._threads import LeftThread
 from ._watchdog import Stall, format_stall
 
@@ -153,39 +150,13 @@ def not_logged(
     return findings
 
 
-def _swallowing_handlers(code: CodeType | None) -> list[int]:
-    """Lines of ``except`` clauses in a function that catch CancelledError without re-raising."""
-    if code is None:
-        return []
-    lines = linecache.getlines(code.co_filename)
-    if not lines:
-        return []
-    try:
-        source = inspect.getsource(code)
-        tree = ast.parse(textwrap.dedent(source))
-    except (OSError, TypeError, SyntaxError):
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.ExceptHandler):
-            continue
-        caught = ast.unparse(node.type) if node.type is not None else ""
-        catches = node.type is None or any(
-            name in caught for name in ("CancelledError", "BaseException")
-        )
-        reraises = any(isinstance(inner, ast.Raise) for inner in ast.walk(node))
-        if catches and not reraises:
-            found.append(code.co_firstlineno + node.lineno - 1)
-    return found
-
-
 def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
     findings = []
     for record in monitor.background():
         if record.state != "completed" or record.cancel_requests <= 0:
             continue
         code = record.code
-        handlers = _swallowing_handlers(code)
+        handlers = swallowing_handlers(code)
         where = ""
         if code is not None and handlers:
             places = ", ".join(f"{short_path(code.co_filename)}:{line}" for line in handlers)

@@ -37,6 +37,7 @@ from .._frames import Frame, creator_kind, exception_chain, format_site
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
+from ._swallow import swallowing_site
 from ._threads import format_threads
 from ._watchdog import interrupt_past
 
@@ -559,10 +560,12 @@ class TaskMonitor:
             f"Cancelled {cancelled} stuck task{'s' if cancelled != 1 else ''} so the run goes on."
         )
         for record in survivors:
+            task = record.task
+            site = swallowing_site(task.get_coro()) if task is not None else ""
+            where = f" at {site}" if site else " (see its chain above)"
             lines.append(
                 f"  {record.name!r} did not end within {CANCEL_BOUND:g} s of being cancelled: "
-                f"it swallows CancelledError (see its chain above); left behind, so the run "
-                f"goes on without it"
+                f"it swallows CancelledError{where}; left behind, so the run goes on without it"
             )
         return "\n".join(lines)
 
