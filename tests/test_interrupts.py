@@ -98,22 +98,35 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("where", list(CASES))
+RUNS = [(where, "pytest-asyncio") for where in CASES] + [
+    ("handler", "anyio"),  # a request's bound under anyio's runner too
+    ("background", "anyio"),
+]
+
+
+@pytest.mark.parametrize(("where", "runner"), RUNS)
 def test_a_blocked_loop_is_interrupted_at_the_deadline_that_applies(
-    pytester: pytest.Pytester, backend_args: list[str], where: str
+    pytester: pytest.Pytester, backend_args: list[str], where: str, runner: str
 ) -> None:
     body, headline, culprit, deadline = CASES[where]
-    pytester.makeini(INI)
+    pytester.makeini(INI if runner == "pytest-asyncio" else "[pytest]\n")
     pytester.makeconftest(APP)
+    marker = "@pytest.mark.anyio" if runner == "anyio" else ""
     pytester.makepyfile(
         f"""
         import pytest
 
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        {marker}
         @pytest.mark.parametrize("asgi_app", [{where!r}], indirect=True)
         @pytest.mark.asyncfaults(timeout=60, startup_timeout=1, shutdown_timeout=1)
         async def test_blocked(app_client, tasks):
             {body}
 
+        {marker}
         async def test_the_next_one(app_client, tasks):
             assert (await app_client.get("/ok")).text == "ok"
         """

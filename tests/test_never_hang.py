@@ -408,3 +408,33 @@ def test_a_sync_driver_read_through_a_blackholed_proxy_is_interrupted(
             "*conn.recv(100)  # the culprit*",
         ],
     )
+
+
+@pytest.mark.parametrize("func_only", [False, True])
+def test_with_pytest_timeout_the_report_comes_first(
+    pytester: pytest.Pytester, backend_args: list[str], func_only: bool
+) -> None:
+    """pytest-timeout's own report is a stack dump that ends the test (or the run): the
+    harness keeps its deadline inside pytest-timeout's, so its report comes first."""
+    pytester.makeini(INI + f"timeout = 4\ntimeout_func_only = {str(func_only).lower()}\n")
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        async def test_forever(tasks):
+            await asyncio.Event().wait()  # the culprit: nothing will ever set it
+
+        async def test_the_next_one(tasks, faults):
+            await asyncio.sleep(0.5)  # ordinary work, well inside both bounds
+        """
+    )
+    result = run_ends(
+        pytester,
+        backend_args,
+        deadline=2.5,
+        lines=[
+            "*the test did not end within * s (the test timeout, inside pytest-timeout's 4 s)*",
+            "*await asyncio.Event().wait()  # the culprit*",
+        ],
+    )
+    assert "+ Timeout +" not in result.stdout.str()

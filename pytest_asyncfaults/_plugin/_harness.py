@@ -41,6 +41,7 @@ from .._run import Problem, Run
 from .._tasks import _detectors as detectors
 from .._tasks._awaitchain import await_chain, format_chain
 from .._timeline import write_timeline
+from ._keys import TIMEOUT_TIMER_KEY
 
 if TYPE_CHECKING:
     import httpx
@@ -75,14 +76,19 @@ class ChaosVerdict:
             self.reason = _shorten(reason)
 
 
+TIMEOUT_SPARE = 1.5
+"""What the harness leaves of pytest-timeout's timer for its own report and clean-up."""
+
+
 @final
 class _Deadline:
     """The test timeout: past it, the await chain of the test's own task is taken (while it
     is still suspended where it hangs) and the task is cancelled, all from the loop itself,
     so a body that awaits forever ends with the line it waits on."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, what: str = "the test timeout") -> None:
         self.seconds = seconds
+        self.what = what
         self.fired = False
         self.chain = ""
         self._handle: asyncio.TimerHandle | None = None
@@ -103,7 +109,7 @@ class _Deadline:
             return
         self.fired = True
         self.chain = format_chain(await_chain(task), indent="    ")
-        task.cancel(msg=f"asyncfaults: the test timeout ({self.seconds:g} s)")
+        task.cancel(msg=f"asyncfaults: {self.what} ({self.seconds:g} s)")
 
 
 def _first_line(text: str) -> str:
@@ -170,7 +176,11 @@ class Harness:
         run.started_at = time.monotonic()
         # Past the test's timeout, a blocked loop is interrupted where it blocks: the
         # deadline's own timer cannot fire while the loop does not turn.
-        run.start_watchdog(interrupt_at=run.started_at + run.settings.timeout)
+        limit, what = self._test_limit()
+        run.start_watchdog(
+            interrupt_at=run.started_at + limit,
+            what=f"the test's deadline ({limit:g} s, {what})",
+        )
         run.watch_threads()
         depth = sys.get_coroutine_origin_tracking_depth()
         if run.settings.never_awaited != "off":
@@ -183,7 +193,7 @@ class Harness:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    with _Deadline(run.settings.timeout) as deadline:
+                    with _Deadline(limit, what) as deadline:
                         try:
                             if self.runner is not None:
                                 await self.runner.start()
@@ -219,6 +229,21 @@ class Harness:
             if raised is not None:
                 raise raised
 
+    def _test_limit(self) -> tuple[float, str]:
+        """The test's deadline from now, and what sets it: the ``timeout`` setting, or
+        pytest-timeout's timer where that ends sooner (its report is a bare stack dump;
+        this one, with the chains and the faults, must come first, with a moment to spare
+        for the clean-up)."""
+        limit = self.run.settings.timeout
+        timer = self.item.stash.get(TIMEOUT_TIMER_KEY, None)
+        if timer is not None:
+            started, seconds = timer
+            left = seconds - (time.monotonic() - started)
+            within = round(max(left - TIMEOUT_SPARE, left / 2), 1)
+            if within < limit:
+                return within, f"the test timeout, inside pytest-timeout's {seconds:g} s"
+        return limit, "the test timeout"
+
     def interrupted_by_the_app(self, exc: BaseException) -> str | None:
         """The report of a ``KeyboardInterrupt`` / ``SystemExit`` an app task raised, or
         ``None`` when no task of the test raised it (a real Ctrl-C ends the session).
@@ -253,7 +278,7 @@ class Harness:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()  # the deadline's cancel is spent; the clean-up must run
-        why = f"the test did not end within {deadline.seconds:g} s (the test timeout)"
+        why = f"the test did not end within {deadline.seconds:g} s ({deadline.what})"
         lines = [f"asyncfaults: {why}", "", "The test itself, outermost first:", deadline.chain]
         pending = self.run.monitor.pending()
         if pending:

@@ -5,8 +5,9 @@ and an async test that uses the plugin run inside its harness.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from .._exceptions import InvalidError
 from .._settings import resolve
 from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
-from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY
+from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
 from ._options import (
     declared_proxies,
     engine_mode,
@@ -92,6 +93,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if services is not None:
             del config.stash[SERVICES_KEY]
             services.close()
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """pytest-timeout's timer for this test (its hook, called when it starts the timer):
+    the harness keeps its own deadline inside it, so its report comes first."""
+    timeout = getattr(settings, "timeout", None)
+    if isinstance(timeout, int | float) and timeout > 0:
+        item.stash[TIMEOUT_TIMER_KEY] = (time.monotonic(), float(timeout))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -22,6 +22,8 @@ SESSION_KEY: pytest.StashKey[Session] = pytest.StashKey()
 """On the config: where the run's proxies live, once a test asked for them."""
 SERVICES_KEY: pytest.StashKey[Services] = pytest.StashKey()
 """On the config: the run's PostgreSQL and SMTP servers, once a test asked for one."""
+TIMEOUT_TIMER_KEY: pytest.StashKey[tuple[float, float]] = pytest.StashKey()
+"""On a test item: when pytest-timeout set its timer (``time.monotonic()``), and for how long."""
 SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 """On the config: the engine's seed, for the chaos report."""
 
