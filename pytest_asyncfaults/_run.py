@@ -220,6 +220,7 @@ class Run:
             *unretrieved,
             *detectors.not_logged(monitor, escaped, [f.task_name or "" for f in unretrieved]),
             *detectors.swallowed_cancel(monitor),
+            *detectors.swallowed_timeouts(monitor),
             *detectors.never_awaited(
                 caught,
                 detectors.unawaited_coroutines() if self.settings.never_awaited != "off" else (),

@@ -6,6 +6,7 @@ the in-process pytester shares framework state between runs)."""
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 
 import pytest
@@ -526,3 +527,81 @@ def test_bad_setting_in_a_marker_is_one_clear_error(
         ]
     )
     assert "Traceback" not in result.stdout.str()
+
+
+SWALLOWED_UNDER_A_TIMEOUT = {
+    # The seed article's pattern: the timeout's cancellation becomes a value.
+    "wait_for": """
+        import asyncio
+
+        async def fetch_rate():
+            try:
+                await asyncio.sleep(10)  # the rates service, stalled
+                return 1.0
+            except asyncio.CancelledError:  # BUG: the timeout's cancel becomes a value
+                return 0.5
+
+        async def fetch_rate_fixed():
+            await asyncio.sleep(10)
+            return 1.0
+
+        async def test_bug(tasks):
+            assert await asyncio.wait_for(fetch_rate(), 0.05) == 0.5  # the timeout, swallowed
+
+        async def test_fixed(tasks):
+            try:
+                await asyncio.wait_for(fetch_rate_fixed(), 0.05)
+            except TimeoutError:
+                pass
+        """,
+    "timeout": """
+        import asyncio
+
+        async def test_bug(tasks):
+            async with asyncio.timeout(0.05):  # the timeout, swallowed
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:  # BUG: the deadline goes nowhere
+                    pass
+
+        async def test_fixed(tasks):
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                pass
+        """,
+}
+
+
+@pytest.mark.parametrize("how", list(SWALLOWED_UNDER_A_TIMEOUT))
+def test_a_cancel_swallowed_under_a_timeout_is_found_with_its_except(
+    pytester: pytest.Pytester, backend_args: list[str], how: str
+) -> None:
+    """``wait_for`` on 3.12+ and ``asyncio.timeout()`` cancel inside the same task: the task
+    is not left cancelled when the block swallows it, so only the timeout's exit can tell
+    (on 3.11, ``wait_for`` runs its awaitable in a task, found as a cancelled task)."""
+    source = textwrap.dedent(SWALLOWED_UNDER_A_TIMEOUT[how]).lstrip("\n")
+    pytester.makeini(INI)
+    pytester.makepyfile(**{f"test_swallowed_{how}": source})
+    except_line = next(
+        number for number, text in enumerate(source.splitlines(), 1) if "# BUG" in text
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *backend_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_bug*",
+            "*[[]swallowed_cancel]*",
+            f"*caught at: *test_swallowed_{how}.py:{except_line}*",
+        ]
+    )
+    if how == "timeout" or sys.version_info >= (3, 12):
+        timeout_line = next(
+            number
+            for number, text in enumerate(source.splitlines(), 1)
+            if "# the timeout, swallowed" in text
+        )
+        result.stdout.fnmatch_lines(
+            [f"*the timeout at test_swallowed_{how}.py:{timeout_line} in test_bug*expired*"]
+        )

@@ -25,9 +25,11 @@ from .._frames import (
     exception_chain,
     format_site,
     format_stack,
+    is_library,
     not_the_apps_stall,
     short_path,
     site_frame,
+    stack_site,
 )
 from ._monitor import TaskMonitor, TaskRecord
 from ._swallow import swallowing_handlers
@@ -172,6 +174,31 @@ def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
                 f"  fix: re-raise CancelledError after cleaning up (or use try/finally)",
                 record.name,
                 site_frame(record.stack),
+            )
+        )
+    return findings
+
+
+def swallowed_timeouts(monitor: TaskMonitor) -> list[Finding]:
+    """Timeouts that expired and did nothing, where the app's code caught the cancel."""
+    findings = []
+    for swallowed in monitor.swallowed_timeouts:
+        if not swallowed.site or is_library(swallowed.site[0][0]):
+            continue  # a library's own timeout (a driver's), swallowed by its design
+        site = stack_site(swallowed.site[:1])
+        if site is None:
+            continue
+        caught = f"\n  caught at: {swallowed.caught_at}" if swallowed.caught_at else ""
+        findings.append(
+            Finding(
+                "swallowed_cancel",
+                f"In task {swallowed.task_name!r}, the timeout at {site.describe()} expired, "
+                f"but the CancelledError it sent was caught and not re-raised: the block ran "
+                f"on past its deadline and returned normally, as if no timeout were there."
+                f"{caught}\n"
+                f"  fix: re-raise CancelledError after cleaning up (or use try/finally)",
+                swallowed.task_name,
+                site.frame,
             )
         )
     return findings

@@ -33,11 +33,11 @@ from types import CodeType, FrameType
 from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
-from .._frames import Frame, creator_kind, exception_chain, format_site
+from .._frames import Frame, creator_kind, exception_chain, format_site, stack_from
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
-from ._swallow import swallowing_site
+from ._swallow import swallowing_site, swallowing_site_in
 from ._threads import format_threads
 from ._watchdog import interrupt_past
 
@@ -57,6 +57,9 @@ _LOOP_CALLBACK: Final = asyncio.events.Handle._run.__code__
 _ASYNCIO_CREATE_TASK: Final = asyncio.tasks.create_task.__code__
 _original_gather: Final = asyncio.tasks.gather
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
+_original_timeout_exit: Final = asyncio.timeouts.Timeout.__aexit__
+_EXPIRING: Final = asyncio.timeouts._State.EXPIRING  # type: ignore[attr-defined]
+_WAIT_FOR_CODE: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
 _monitors: dict[int, TaskMonitor] = {}
 _patch_lock = threading.Lock()
 
@@ -67,6 +70,22 @@ def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: A
     if monitor is not None:
         monitor._record(task, sys._getframe(1))
     return task
+
+
+async def _timeout_exit(
+    self: asyncio.Timeout, exc_type: Any, exc_val: Any, exc_tb: Any
+) -> bool | None:
+    """``asyncio.timeout()``'s exit (and so ``wait_for``'s, from Python 3.12): a block whose
+    deadline passed (its cancel was sent) and that ends with no exception swallowed that
+    ``CancelledError``: the timeout did nothing. The task is not left cancelled, so only
+    here can it be seen."""
+    expired = getattr(self, "_state", None) is _EXPIRING
+    await _original_timeout_exit(self, exc_type, exc_val, exc_tb)
+    if expired and exc_type is None:
+        monitor = _monitors.get(threading.get_ident())
+        if monitor is not None:
+            monitor._timeout_swallowed(sys._getframe(1))
+    return None
 
 
 def _gather(*aws: Any, return_exceptions: bool = False) -> Any:
@@ -290,6 +309,19 @@ class GatherRecord:
 
 
 @final
+@dataclass(frozen=True)
+class SwallowedTimeout:
+    """A timeout that expired and did nothing: the block caught its ``CancelledError``."""
+
+    task_name: str
+    site: tuple[Frame, ...]
+    """Where the timeout was (the ``async with asyncio.timeout`` or the ``wait_for`` call),
+    innermost first."""
+    caught_at: str
+    """The ``except`` that caught it, as a report's line; "" if not found."""
+
+
+@final
 class TaskMonitor:
     """Every task created on the test's thread while installed (see the module doc)."""
 
@@ -304,6 +336,7 @@ class TaskMonitor:
         self.records: list[TaskRecord] = []
         self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
+        self.swallowed_timeouts: list[SwallowedTimeout] = []
         self.error_logs: list[logging.LogRecord] = []
         self._connections = connections
         self._faults_summary = faults_summary
@@ -323,6 +356,7 @@ class TaskMonitor:
             if not _monitors:
                 asyncio.BaseEventLoop.create_task = _create_task  # type: ignore[method-assign,assignment]
                 asyncio.gather = asyncio.tasks.gather = _gather
+                asyncio.timeouts.Timeout.__aexit__ = _timeout_exit  # type: ignore[method-assign,assignment]
             _monitors[thread] = self
         self._thread = thread
         logging.getLogger().addHandler(self._handler)
@@ -336,6 +370,7 @@ class TaskMonitor:
             if not _monitors:
                 asyncio.BaseEventLoop.create_task = _original_create_task  # type: ignore[method-assign]
                 asyncio.gather = asyncio.tasks.gather = _original_gather
+                asyncio.timeouts.Timeout.__aexit__ = _original_timeout_exit  # type: ignore[method-assign]
         self._thread = None
 
     # -- recording -----------------------------------------------------------------------
@@ -382,6 +417,29 @@ class TaskMonitor:
                 gather.abandoned = [record for record in gather.children if not record.done]
 
         outer.add_done_callback(done)
+
+    def _timeout_swallowed(self, frame: FrameType | None) -> None:
+        """``frame`` exited a timeout that expired, with no exception: note where, and the
+        ``except`` that swallowed it (in the awaitable ``wait_for`` was given, or in the
+        function of the ``async with``)."""
+        if frame is None:
+            return
+        caught_at = ""
+        if frame.f_code is _WAIT_FOR_CODE:
+            caught_at = swallowing_site(frame.f_locals.get("fut"))
+            frame = frame.f_back
+        if frame is None:
+            return
+        if not caught_at:
+            caught_at = swallowing_site_in(frame.f_code)
+        task = asyncio.current_task()
+        self.swallowed_timeouts.append(
+            SwallowedTimeout(
+                task.get_name() if task is not None else "?",
+                stack_from(frame, STACK_DEPTH),
+                caught_at,
+            )
+        )
 
     def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
         """The task's record: by ``id``, as ``gather`` of ten thousand tasks asks for each,

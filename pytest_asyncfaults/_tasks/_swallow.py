@@ -43,6 +43,19 @@ def swallowing_handlers(code: CodeType | None) -> list[int]:
     return found
 
 
+def swallowing_site_in(code: CodeType) -> str:
+    """The first ``except`` of a function that catches ``CancelledError`` and goes on, as
+    a report's line; "" when it has none."""
+    handlers = swallowing_handlers(code)
+    return _line(code.co_filename, handlers[0]) if handlers else ""
+
+
+def _line(filename: str, line: int) -> str:
+    source = linecache.getline(filename, line).strip()
+    where = f"{short_path(filename)}:{line}"
+    return f"{where}: `{source}`" if source else where
+
+
 def swallowing_site(coro: Any) -> str:
     """Where along a coroutine's await chain ``CancelledError`` is caught and not re-raised:
     the app's own ``except`` first (a library's is rarely the one), as a report's line;
@@ -58,7 +71,4 @@ def swallowing_site(coro: Any) -> str:
     chosen = user_first(reversed(sites), lambda site: site[0])
     if chosen is None:
         return ""
-    filename, line = chosen
-    source = linecache.getline(filename, line).strip()
-    where = f"{short_path(filename)}:{line}"
-    return f"{where}: `{source}`" if source else where
+    return _line(*chosen)
