@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import sys
 import threading
@@ -511,6 +512,10 @@ class TaskMonitor:
                 f"hang: {count} task{'s' if count != 1 else ''} still pending after {within:g} s"
             )
             raise error
+        # What the work let go of in a reference cycle (a driver's connection, from Python
+        # 3.12 often) is finalised now, not at some later collection: its ResourceWarning
+        # ("unclosed connection") belongs to this settle.
+        gc.collect()
         after = await self._connections_settle(started + within)
         return self.outcome(within, time.monotonic() - started, after)
 
