@@ -27,6 +27,7 @@ from ._scenario._judge import Unmet, judge_outcome, judge_stalls
 from ._scenario._model import Expectations, Scenario
 from ._settings import LeakPolicy, Settings
 from ._tasks import _detectors as detectors
+from ._tasks._allow import allowed
 from ._tasks._monitor import TaskMonitor, TaskRecord
 from ._tasks._outcome import Outcome
 from ._tasks._threads import ThreadWatch, release_default_executor
@@ -198,7 +199,7 @@ class Run:
         stuck = [
             record
             for record in stuck
-            if not detectors.Finding("leaks", "", record.name, None).allowed_by(self.settings.allow)
+            if not allowed(self.settings.allow, record.name, record.stack)
         ]
         if not stuck:
             return []
@@ -234,6 +235,21 @@ class Run:
                 stall for stall in self.watchdog.stalls_so_far() if stall.own >= threshold
             )
         return self.policed(found)
+
+    async def cancel_spared(self) -> None:
+        """Cancel, quietly and bounded, what ``allow`` spared and is still running: the
+        next test starts clean, and no task is closed by the loop before its first step."""
+        spared = [
+            record
+            for record in self.monitor.records
+            if not record.done
+            and not record.runner
+            and not record.abandoned
+            and record.task is not asyncio.current_task()
+            and allowed(self.settings.allow, record.name, record.stack)
+        ]
+        if spared:
+            await self.monitor.cancel(spared)
 
     def watch_threads(self) -> None:
         """From now on, note the threads started, for ``threads_left`` (off: not at all)."""

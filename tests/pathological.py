@@ -2,17 +2,20 @@
 
 Each case runs a user's suite in a pytest of its own (a subprocess, so that a
 regression that hangs fails the case at ``RUN_BOUND`` instead of hanging this
-suite) and times it twice: each failing test, as pytest timed it (set-up, call
-and tear-down), must end within its deadline plus ``ENDED_WITHIN``; the whole
-run within that plus ``SLACK`` for pytest's own start on a loaded machine.
+suite) and times it twice: each failing test, as pytest timed it (its call and
+tear-down: a session's first set-up starts the shared servers), must end within
+its deadline plus ``ENDED_WITHIN``; the whole run within that plus ``SLACK`` for
+pytest's own start on a loaded machine.
 """
 
 from __future__ import annotations
 
+import json
 import time
-import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Final
 
+import inner_timing
 import pytest
 
 from pytest_asyncfaults._tasks._monitor import CANCEL_BOUND as CANCEL_BOUND
@@ -29,19 +32,21 @@ SLACK: Final = 4.0
 """What pytest's own start and the clean-up may add, on a loaded machine."""
 ENDED_WITHIN: Final = 1.0
 """A failing test ends this soon after its deadline, report included (the promise)."""
-JUNIT: Final = "junit.xml"
+TIMING_PLUGIN: Final = Path(__file__).with_name("inner_timing.py")
 
 
 def run_bounded(
     pytester: pytest.Pytester, backend_args: list[str], *args: str
 ) -> tuple[pytest.RunResult, float]:
     """The inner suite's result and how long it took, in a pytest bounded by ``RUN_BOUND``."""
+    (pytester.path / TIMING_PLUGIN.name).write_text(TIMING_PLUGIN.read_text())
     started = time.monotonic()
     result = pytester.runpytest_subprocess(
         *backend_args,
         "-p",
         "no:cacheprovider",
-        f"--junitxml={pytester.path / JUNIT}",
+        "-p",
+        TIMING_PLUGIN.stem,
         *args,
         timeout=RUN_BOUND,
     )
@@ -49,12 +54,9 @@ def run_bounded(
 
 
 def failed_tests_took(pytester: pytest.Pytester) -> dict[str, float]:
-    """Each failed (or erroring) test of the last bounded run: how long pytest timed it."""
-    took = {}
-    for case in ET.parse(pytester.path / JUNIT).getroot().iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            took[case.get("name", "")] = float(case.get("time", "0"))
-    return took
+    """Each failed test of the last bounded run: how long its call and tear-down took."""
+    timings = json.loads((pytester.path / inner_timing.TIMINGS).read_text())
+    return {name: seconds for name, (outcome, seconds) in timings.items() if outcome == "failed"}
 
 
 def assert_each_failed_within(pytester: pytest.Pytester, deadline: float) -> None:

@@ -123,6 +123,7 @@ def tasks(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
         faults_summary=lambda: describe_faults(faults),
+        allow=asyncfaults_settings.allow,
     ).install()
     scenario = scenario_of(request.node)
     harness = Harness(monitor, asyncfaults_settings, request.node, faults, scenario)

@@ -219,6 +219,7 @@ class Harness:
                         gc.collect()  # unawaited coroutines and lost tasks show up now
                         problems += run.findings(caught, escaped)
                         problems += await self._stop_app()
+                        await run.cancel_spared()
                         problems += await run.threads_left()
                     finally:
                         run.stop_watchdog()

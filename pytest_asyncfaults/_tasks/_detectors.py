@@ -9,7 +9,7 @@ creation site.
 
 from __future__ import annotations
 
-import fnmatch
+import asyncio
 import gc
 import inspect
 import re
@@ -31,6 +31,7 @@ from .._frames import (
     site_frame,
     stack_site,
 )
+from ._allow import allowed
 from ._monitor import TaskMonitor, TaskRecord
 from ._swallow import swallowing_handlers
 from ._threads import LeftThread
@@ -49,20 +50,14 @@ class Finding:
     message: str
     task_name: str | None = None
     site: Frame | None = None
+    created: tuple[Frame, ...] = ()
+    """The whole creation stack of the task it is about, for ``allow`` to match."""
 
     def allowed_by(self, allow: Sequence[str]) -> bool:
-        """Spared by an allow-list entry: a task-name pattern, or ``file.py[:line]``."""
-        for entry in allow:
-            if self.task_name is not None and fnmatch.fnmatchcase(self.task_name, entry):
-                return True
-            if self.site is not None:
-                path, _, line = entry.partition(":")
-                filename, lineno, _ = self.site
-                if (path.endswith(".py") and filename.replace("\\", "/").endswith(path)) and (
-                    not line or line == str(lineno)
-                ):
-                    return True
-        return False
+        """Spared by an allow-list entry: a task-name pattern, or ``file.py[:line]`` (the
+        site, or any frame of the task's creation: see ``_allow``)."""
+        frames = (self.site, *self.created) if self.site is not None else self.created
+        return allowed(allow, self.task_name, frames)
 
     def __str__(self) -> str:
         return f"[{self.detector}] {self.message}"
@@ -105,6 +100,7 @@ def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
                 f"exception",
                 record.name,
                 site_frame(record.stack),
+                record.stack,
             )
         )
     return findings
@@ -147,6 +143,7 @@ def not_logged(
                 f"  fix: log it with logger.exception(...) where it is caught, or let it propagate",
                 record.name,
                 site_frame(record.stack),
+                record.stack,
             )
         )
     return findings
@@ -174,6 +171,7 @@ def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
                 f"  fix: re-raise CancelledError after cleaning up (or use try/finally)",
                 record.name,
                 site_frame(record.stack),
+                record.stack,
             )
         )
     return findings
@@ -218,11 +216,17 @@ def unawaited_coroutines() -> list[str]:
     heap is searched instead. Only coroutines with an origin count, and the
     origin is recorded only while the harness runs a test.
     """
+    try:
+        # A task not yet at its first step holds a coroutine that has not started: it
+        # will run (or its task is a leak, reported as one), it is not forgotten.
+        owned = {id(task.get_coro()) for task in asyncio.all_tasks()}
+    except RuntimeError:  # no running loop
+        owned = set()
     texts = []
     for obj in gc.get_objects():
         if type(obj) is not types.CoroutineType or obj.cr_origin is None:
             continue
-        if inspect.getcoroutinestate(obj) != inspect.CORO_CREATED:
+        if inspect.getcoroutinestate(obj) != inspect.CORO_CREATED or id(obj) in owned:
             continue
         texts.append(
             f"coroutine '{obj.cr_code.co_qualname}' was never awaited\n"
@@ -283,6 +287,7 @@ def lost(monitor: TaskMonitor) -> list[Finding]:
             f"use a TaskGroup",
             record.name,
             site_frame(record.stack),
+            record.stack,
         )
         for record in monitor.records
         if record.state == "lost"
@@ -321,6 +326,7 @@ def lifespan_leaks(records: Iterable[TaskRecord]) -> list[Finding]:
             f"  fix: cancel and await it in the lifespan's shutdown",
             record.name,
             site_frame(record.stack),
+            record.stack,
         )
         for record in records
     ]

@@ -35,6 +35,7 @@ from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
 from .._frames import Frame, creator_kind, exception_chain, format_site, stack_from
+from ._allow import allowed
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._outcome import Outcome, State, TaskOutcome
@@ -332,8 +333,11 @@ class TaskMonitor:
         default_within: float = 5.0,
         connections: Callable[[], Awaitable[dict[str, int]]] | None = None,
         faults_summary: Callable[[], Awaitable[list[str]]] | None = None,
+        allow: Iterable[str] = (),
     ) -> None:
         self.default_within = default_within
+        self.allow: tuple[str, ...] = tuple(allow)
+        """Tasks spared, by name pattern or creation site (the ``allow`` setting)."""
         self.records: list[TaskRecord] = []
         self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
@@ -471,12 +475,16 @@ class TaskMonitor:
     # -- what counts as background work ----------------------------------------------------------
 
     def background(self) -> list[TaskRecord]:
-        """The test's tasks other than the runner's, the lifespan's and the current one."""
+        """The test's tasks other than the runner's, the lifespan's, the current one and
+        those ``allow`` spares (by name or creation site): settle waits for none of them."""
         current = asyncio.current_task()
         return [
             record
             for record in self.records
-            if not record.runner and record.role != "lifespan" and record.task is not current
+            if not record.runner
+            and record.role != "lifespan"
+            and record.task is not current
+            and not (self.allow and allowed(self.allow, record.name, record.stack))
         ]
 
     def pending(self) -> list[TaskRecord]:
