@@ -127,3 +127,24 @@ async def test_a_reused_id_finds_no_record_of_another_task(monitor: TaskMonitor)
     assert record.task is task
     record.ref = None  # as if the task had been collected and its id given to another
     assert monitor.record_for(task) is None
+
+
+async def test_a_proxy_made_after_the_baseline_costs_settle_no_wait() -> None:
+    """The connection baseline is taken when the app is up; a proxy made later (in the
+    test's body) had none open before it, so an idle one is settled at once."""
+    counts = {"postgres": 1}
+    monitor = TaskMonitor(default_within=5.0, connections=lambda: _counts(counts)).install()
+    try:
+        await monitor.take_connection_baseline()
+        counts["made_in_the_body"] = 0
+        started = time.monotonic()
+        outcome = await monitor.settle()
+        took = time.monotonic() - started
+    finally:
+        monitor.uninstall()
+    assert took < 0.5, f"settle waited {took:.2f} s"  # the grace is 1 s
+    outcome.assert_cleaned_up()
+
+
+async def _counts(counts: dict[str, int]) -> dict[str, int]:
+    return dict(counts)
