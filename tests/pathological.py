@@ -26,6 +26,19 @@ asyncio_mode = auto
 asyncio_default_fixture_loop_scope = function
 """
 
+STUBBORN: Final = """
+import asyncio
+
+
+async def stubborn():
+    while True:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # the culprit: swallowed, again and again
+            pass
+"""
+"""A task that swallows every cancel, as a module of an app (``stubborn_app.py``)."""
+
 RUN_BOUND: Final = 60.0
 """Past this the inner run counts as hung (``Pytester.TimeoutExpired``)."""
 SLACK: Final = 4.0

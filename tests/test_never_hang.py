@@ -13,6 +13,7 @@ from pathological import (
     CANCEL_BOUND,
     INI,
     SLACK,
+    STUBBORN,
     assert_each_failed_within,
     run_bounded,
     run_ends,
@@ -20,19 +21,6 @@ from pathological import (
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.plugin
-
-
-STUBBORN = """
-import asyncio
-
-
-async def stubborn():
-    while True:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:  # the culprit: swallowed, again and again
-            pass
-"""
 
 
 @pytest.mark.parametrize("runner", ["pytest-asyncio", "anyio"])

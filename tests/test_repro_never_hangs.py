@@ -13,26 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-from pathological import CANCEL_BOUND, ENDED_WITHIN, SLACK
+from pathological import CANCEL_BOUND, ENDED_WITHIN, SLACK, STUBBORN
 
 from pytest_asyncfaults._address import free_port
 
-APP = """
-import asyncio
+APP = (
+    STUBBORN
+    + """
 import time
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-
-
-async def stubborn():
-    while True:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:  # the culprit: swallowed, again and again
-            pass
 
 
 async def spawn(request):
@@ -57,6 +50,7 @@ app = Starlette(
     routes=[Route("/spawn", spawn), Route("/blocks", blocks), Route("/later", blocks_later)]
 )
 """
+)
 
 CASES = {
     "/spawn": [
