@@ -38,6 +38,7 @@ from .._frames import Frame, creator_kind, exception_chain, format_site, stack_f
 from ._allow import allowed
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
+from ._logs import ErrorLogs
 from ._outcome import Outcome, State, TaskOutcome
 from ._swallow import swallowing_site, swallowing_site_in
 from ._threads import format_threads
@@ -342,14 +343,14 @@ class TaskMonitor:
         self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
         self.swallowed_timeouts: list[SwallowedTimeout] = []
-        self.error_logs: list[logging.LogRecord] = []
+        self._logs = ErrorLogs()
+        self.error_logs: list[logging.LogRecord] = self._logs.records
         self._connections = connections
         self._faults_summary = faults_summary
         self.connections_before: dict[str, int] | None = None
         self.deadlines: list[tuple[float, float]] = []
         """``(when settle was called, its within)`` of each settle, for the timeline."""
         self._thread: int | None = None
-        self._handler = _ErrorLogHandler(self.error_logs)
 
     # -- installing ----------------------------------------------------------------------
 
@@ -364,11 +365,11 @@ class TaskMonitor:
                 asyncio.timeouts.Timeout.__aexit__ = _timeout_exit  # type: ignore[method-assign,assignment]
             _monitors[thread] = self
         self._thread = thread
-        logging.getLogger().addHandler(self._handler)
+        self._logs.install()
         return self
 
     def uninstall(self) -> None:
-        logging.getLogger().removeHandler(self._handler)
+        self._logs.uninstall()
         with _patch_lock:
             if self._thread is not None and _monitors.get(self._thread) is self:
                 del _monitors[self._thread]
@@ -681,15 +682,3 @@ def _abandon(task: asyncio.Task[Any]) -> None:
 
 def _tasks(records: Iterable[TaskRecord]) -> list[asyncio.Task[Any]]:
     return [task for record in records if (task := record.task) is not None]
-
-
-@final
-class _ErrorLogHandler(logging.Handler):
-    """Keeps ERROR records seen during the test, for ``assert_logged``."""
-
-    def __init__(self, sink: list[logging.LogRecord]) -> None:
-        super().__init__(level=logging.ERROR)
-        self._sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self._sink.append(record)
