@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -148,3 +149,27 @@ async def test_a_proxy_made_after_the_baseline_costs_settle_no_wait() -> None:
 
 async def _counts(counts: dict[str, int]) -> dict[str, int]:
     return dict(counts)
+
+
+async def test_a_failure_re_raised_as_a_frameworks_own_matches_its_cause(
+    monitor: TaskMonitor,
+) -> None:
+    """Litestar re-raises a background task's error as its own exception, ``from`` the
+    app's: ``assert_failed`` and ``assert_logged`` follow the chain as scenarios do."""
+
+    class FrameworkError(Exception):
+        pass
+
+    async def wrapped() -> None:
+        try:
+            raise TimeoutError("the database did not answer")
+        except TimeoutError as exc:
+            logging.getLogger("app").exception("the job failed")
+            raise FrameworkError("Exception caught after response started") from exc
+
+    task = asyncio.create_task(wrapped())
+    await asyncio.wait([task])
+    outcome = await monitor.settle()
+    assert isinstance(outcome.assert_failed(TimeoutError).exception, FrameworkError)
+    outcome.assert_logged(TimeoutError)
+    task.exception()  # retrieved: the test read it

@@ -577,13 +577,15 @@ class TaskMonitor:
         )
 
     def was_logged(self, exception: BaseException) -> bool:
-        """An ERROR record (not asyncio's own GC-time complaint) carries this exception,
-        itself or in the chain of the one it logged (printed as "The above exception was
-        the direct cause of..."): its traceback is in the log either way."""
+        """An ERROR record (not asyncio's own GC-time complaint) carries this exception or
+        one of its chain, itself or in the chain of the one it logged (printed as "The
+        above exception was the direct cause of..."): the app's error is in the log
+        either way, though a framework re-raised it as its own after it was logged."""
+        chain = {id(cause) for cause in exception_chain(exception)}
         for record in self.error_logs:
             if record.exc_info is None or record.name == "asyncio":
                 continue
-            if any(logged is exception for logged in exception_chain(record.exc_info[1])):
+            if any(id(logged) in chain for logged in exception_chain(record.exc_info[1])):
                 return True
         return False
 

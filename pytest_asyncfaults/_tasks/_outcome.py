@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, final
 
 from .._exceptions import OutcomeError
-from .._frames import describe_exception
+from .._frames import describe_exception, exception_chain
 
 State = Literal["completed", "failed", "cancelled", "pending", "lost"]
 
@@ -88,10 +88,14 @@ class Outcome:
         return self
 
     def _matching(self, exc_type: type[BaseException]) -> list[TaskOutcome]:
+        """The failures of ``exc_type``, itself or as what it was raised from or while
+        handling: a framework that re-raises the app's error as its own (Litestar's
+        "Exception caught after response started" from the app's ``TimeoutError``) still
+        failed with it, as a scenario's ``expect.exception`` has it."""
         return [
             entry
             for entry in self.failures
-            if entry.exception is not None and isinstance(entry.exception, exc_type)
+            if any(isinstance(cause, exc_type) for cause in exception_chain(entry.exception))
         ]
 
     def assert_failed(self, exc_type: type[BaseException] = Exception) -> TaskOutcome:
