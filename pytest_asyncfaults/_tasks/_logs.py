@@ -10,30 +10,48 @@ loguru: only an app that imported it gets the sink.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, final
+
+OnTaskException = Callable[[asyncio.Task[Any], BaseException], None]
 
 
 @final
 class _Handler(logging.Handler):
-    def __init__(self, sink: list[logging.LogRecord]) -> None:
+    def __init__(self, logs: ErrorLogs) -> None:
         super().__init__(level=logging.ERROR)
-        self._sink = sink
+        self._logs = logs
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._sink.append(record)
+        self._logs.add(record)
 
 
 @final
 class ErrorLogs:
-    """ERROR records seen while installed, oldest first, in ``records``."""
+    """ERROR records seen while installed, oldest first, in ``records``; each one that
+    carries an exception is told to ``on_task_exception`` with the task that logged it."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_task_exception: OnTaskException | None = None) -> None:
         self.records: list[logging.LogRecord] = []
-        self._handler = _Handler(self.records)
+        self._on_task_exception = on_task_exception
+        self._handler = _Handler(self)
         self._loguru: tuple[Any, int] | None = None
+
+    def add(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        exception = record.exc_info[1] if record.exc_info else None
+        if exception is None or self._on_task_exception is None:
+            return
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # logged from a thread with no running loop
+            return
+        if task is not None:
+            self._on_task_exception(task, exception)
 
     def install(self) -> None:
         logging.getLogger().addHandler(self._handler)
@@ -57,7 +75,7 @@ class ErrorLogs:
         exception = record.get("exception")
         value = getattr(exception, "value", None)
         exc_info = (type(value), value, value.__traceback__) if value is not None else None
-        self.records.append(
+        self.add(
             logging.LogRecord(
                 name=str(record.get("name") or "loguru"),
                 level=record["level"].no,

@@ -34,7 +34,15 @@ from types import CodeType, FrameType
 from typing import Any, Final, cast, final
 
 from .._exceptions import AsyncFaultsError, HangError
-from .._frames import Frame, creator_kind, exception_chain, format_site, stack_from
+from .._frames import (
+    Frame,
+    creator_kind,
+    exception_chain,
+    format_site,
+    is_library,
+    is_own,
+    stack_from,
+)
 from ._allow import allowed
 from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
@@ -192,6 +200,9 @@ class TaskRecord:
     its awaiter's ``await``, whose failure the awaiter receives (3.12 makes none): not
     an entry of the outcome, nor a failure to log, though what it does to a cancel
     (swallow it) is still seen."""
+    handled: BaseException | None = None
+    """The error a framework's wrapper task (its coroutine is the framework's) caught and
+    logged while it ran: Quart's ``add_background_task`` does so, and returns."""
     abandoned: bool = False
     """It did not end when cancelled (it swallows ``CancelledError``): reported once, then
     left behind, out of asyncio's sight, so that nothing waits for it again."""
@@ -215,7 +226,7 @@ class TaskRecord:
         if task.cancelled():
             self.final_state = "cancelled"
         else:
-            self.final_exception = getattr(task, "_exception", None)
+            self.final_exception = getattr(task, "_exception", None) or self.handled
             self.final_state = "completed" if self.final_exception is None else "failed"
 
     def collected(self, _: object) -> None:
@@ -249,7 +260,9 @@ class TaskRecord:
 
     @property
     def exception(self) -> BaseException | None:
-        """The task's exception, read without marking it retrieved."""
+        """The task's exception, read without marking it retrieved; for a framework's
+        wrapper that caught and logged the app's error (Quart's background tasks), that
+        error: the app's work failed though its task returned."""
         if self.request_call and self.request is not None:
             return self.request.error
         task = self.task
@@ -257,7 +270,7 @@ class TaskRecord:
             return self.final_exception
         if not task.done() or task.cancelled():
             return None
-        return getattr(task, "_exception", None)
+        return getattr(task, "_exception", None) or self.handled
 
     @property
     def state(self) -> State:
@@ -343,7 +356,7 @@ class TaskMonitor:
         self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
         self.swallowed_timeouts: list[SwallowedTimeout] = []
-        self._logs = ErrorLogs()
+        self._logs = ErrorLogs(self._logged_in_task)
         self.error_logs: list[logging.LogRecord] = self._logs.records
         self._connections = connections
         self._faults_summary = faults_summary
@@ -446,6 +459,21 @@ class TaskMonitor:
                 caught_at,
             )
         )
+
+    def _logged_in_task(self, task: asyncio.Task[Any], exception: BaseException) -> None:
+        """An ERROR record with ``exception`` was logged while ``task`` ran: if the task's
+        coroutine is a framework's (not the app's), it is a wrapper that handles the app's
+        error by logging it, and that error is its outcome."""
+        record = self.record_for(task)
+        code = record.code if record is not None else None
+        if (
+            record is not None
+            and record.handled is None
+            and code is not None
+            and is_library(code.co_filename)
+            and not is_own(code.co_filename)
+        ):
+            record.handled = exception
 
     def record_for(self, task: asyncio.Task[Any]) -> TaskRecord | None:
         """The task's record: by ``id``, as ``gather`` of ten thousand tasks asks for each,
