@@ -251,14 +251,20 @@ class ChainFrame:
 
 
 def user_first(innermost_first: Iterable[T], filename: Callable[[T], str]) -> T | None:
-    """The innermost frame in the user's code, else the innermost frame at all."""
-    fallback: T | None = None
+    """The innermost frame in the user's code; else the innermost in a library outside
+    the standard library and this plugin (the driver or framework that did it: a task
+    Quart made names Quart's line, not asyncio's ``ensure_future``); else the innermost."""
+    innermost: T | None = None
+    library: T | None = None
     for frame in innermost_first:
-        if fallback is None:
-            fallback = frame
-        if not is_library(filename(frame)):
+        name = filename(frame)
+        if innermost is None:
+            innermost = frame
+        if not is_library(name):
             return frame
-    return fallback
+        if library is None and not is_stdlib(name) and not is_own(name):
+            library = frame
+    return library if library is not None else innermost
 
 
 def stack_site(frames: Sequence[Frame]) -> ChainFrame | None:

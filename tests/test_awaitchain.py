@@ -540,7 +540,9 @@ def test_user_frame_rule() -> None:
     assert mine.is_user
     assert not any(frame.is_user for frame in (plugin, stdlib, installed))
     assert AwaitChain((mine, plugin, stdlib), "").user_frame() is mine
-    assert AwaitChain((installed, plugin, stdlib), "").user_frame() is stdlib
+    # no frame of the user's: the innermost library outside the stdlib and the plugin
+    assert AwaitChain((installed, plugin, stdlib), "").user_frame() is installed
+    assert AwaitChain((plugin, stdlib), "").user_frame() is stdlib  # else the innermost
     assert AwaitChain((), "done").user_frame() is None
 
 
@@ -563,11 +565,13 @@ def test_stack_site_and_format_site() -> None:
     assert format_site(stack, source=False) == (
         f"tests/test_awaitchain.py:{here} in test_stack_site_and_format_site"
     )
-    only_library = stack[:3]
+    only_library = stack[:3]  # the library that asked, past asyncio and the plugin
     fallback = stack_site(only_library)
     assert fallback is not None
-    assert (fallback.filename, fallback.function) == (asyncio.tasks.__file__, "create_task")
-    assert format_site(only_library, source=False) == "asyncio/tasks.py:1 in create_task"
+    assert (fallback.filename, fallback.function) == (stack[2][0], "start_soon")
+    assert format_site(only_library, source=False) == "anyio/_backends/_asyncio.py:3 in start_soon"
+    only_asyncio = stack[:2]  # nothing else: the innermost frame
+    assert format_site(only_asyncio, source=False) == "asyncio/tasks.py:1 in create_task"
     assert stack_site([]) is None
     assert format_site([]) == "an unknown place"
 
