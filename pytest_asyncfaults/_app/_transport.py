@@ -60,16 +60,22 @@ async def _wait_within(flag: _Flag, read: float | None, info: RequestInfo) -> bo
         await flag.wait()
         return True
     deadline = time.monotonic() + read
-    with interrupt_past(read, f"the read timeout of {info} ({read:g} s)"):
+    with interrupt_past(read, lambda: f"the read timeout of {info} ({read:g} s)"):
         # One turn of the loop lets the other side take its step (queued just before
         # this one): a quick app has answered by then, and the wait costs nothing.
         await asyncio.sleep(0)
-        try:
-            if not flag.is_set():
-                async with asyncio.timeout(read):
-                    await flag.wait()
-        except TimeoutError:
-            return False
+        if not flag.is_set():
+            return await _wait_rest(flag, deadline)
+    return flag.set_at <= deadline
+
+
+async def _wait_rest(flag: _Flag, deadline: float) -> bool:
+    """The rest of ``_wait_within``'s wait, for an answer that did not come in one turn."""
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            await flag.wait()
+    except TimeoutError:
+        return False
     return flag.set_at <= deadline
 
 

@@ -37,17 +37,16 @@ stall says so, so that the blocked-loop detector does not blame one:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, final
 
 from .._exceptions import InvalidError, LoopBlockedError
 from .._frames import (
@@ -438,25 +437,36 @@ _interrupting: dict[int, LoopWatchdog] = {}
 """The watchdog that interrupts the loop of each thread (by thread id), while it runs."""
 
 
-@contextlib.contextmanager
-def interrupt_past(seconds: float | None, what: str) -> Iterator[None]:
+@final
+class interrupt_past:
     """While inside, a block of this thread's loop that lasts past ``seconds`` from now is
-    interrupted, ``what`` named as the deadline it overran.
+    interrupted, ``what`` named as the deadline it overran (a callable: made only where
+    a watchdog will use it, as this is on the path of every request).
 
     For the waits that have a bound of their own (a request's read timeout, a settle,
     the lifespan's limits): their timer cannot fire while the loop is blocked, so
     without this a block would run on to the test's deadline. Nothing happens where
     no interrupting watchdog watches (``repro`` without one, a loop in another thread).
     """
-    watchdog = _interrupting.get(threading.get_ident())
-    if watchdog is None or seconds is None:
-        yield
-        return
-    token = watchdog.deadline(time.monotonic() + seconds, what)
-    try:
-        yield
-    finally:
-        watchdog.drop_deadline(token)
+
+    __slots__ = ("_seconds", "_token", "_watchdog", "_what")
+
+    def __init__(self, seconds: float | None, what: str | Callable[[], str]) -> None:
+        self._seconds = seconds
+        self._what = what
+        self._watchdog = _interrupting.get(threading.get_ident()) if _interrupting else None
+        self._token = 0
+
+    def __enter__(self) -> None:
+        watchdog, seconds = self._watchdog, self._seconds
+        if watchdog is not None and seconds is not None:
+            what = self._what if isinstance(self._what, str) else self._what()
+            self._token = watchdog.deadline(time.monotonic() + seconds, what)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token:
+            assert self._watchdog is not None
+            self._watchdog.drop_deadline(self._token)
 
 
 # -- the report ------------------------------------------------------------------------------
