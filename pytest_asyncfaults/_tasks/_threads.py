@@ -99,6 +99,11 @@ def _start(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
     _original_start(self, *args, **kwargs)
 
 
+def _where(started_at: tuple[Frame, ...]) -> str:
+    """Where a thread was started, as a report's line."""
+    return describe_site(stack_site(started_at))
+
+
 @final
 @dataclass(frozen=True)
 class LeftThread:
@@ -113,8 +118,7 @@ class LeftThread:
 
     def describe(self) -> str:
         kind = "a daemon thread" if self.daemon else "a non-daemon thread"
-        where = describe_site(stack_site(self.started_at), "an unknown place")
-        return f"Thread {self.name!r} ({kind}), started at {where}"
+        return f"Thread {self.name!r} ({kind}), started at {_where(self.started_at)}"
 
 
 _WAITING: Final = ("/threading.py", "/queue.py")
@@ -278,9 +282,7 @@ def _exit_without_blockers() -> None:
     if not blockers:
         return
     names = "; ".join(
-        f"{thread.name!r}, started at "
-        f"{describe_site(stack_site(_started_at.get(thread, ())), 'an unknown place')}"
-        for thread in blockers
+        f"{thread.name!r}, started at {_where(_started_at.get(thread, ()))}" for thread in blockers
     )
     sys.stdout.flush()
     sys.stderr.write(

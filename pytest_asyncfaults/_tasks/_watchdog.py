@@ -151,6 +151,16 @@ class _Open:
     seen_again: bool = False
     others_seen: bool = False
 
+    def until(self, now: float, collected: float) -> Stall:
+        """The stall from its start to ``now``, the collector's total being ``collected``."""
+        return Stall(
+            self.since,
+            now - self.since,
+            self.stack,
+            collecting=collected - self.collected_before,
+            busy=self.others_seen and not self.seen_again,
+        )
+
     def saw(self, callback: FrameType | None) -> None:
         if callback is None or self.callback is None:
             return
@@ -352,15 +362,7 @@ class LoopWatchdog:
         """Turn the open stall into a record; the caller holds the lock."""
         assert self._open is not None
         opened, self._open = self._open, None
-        self.stalls.append(
-            Stall(
-                opened.since,
-                now - opened.since,
-                opened.stack,
-                collecting=self._collected(now) - opened.collected_before,
-                busy=opened.others_seen and not opened.seen_again,
-            )
-        )
+        self.stalls.append(opened.until(now, self._collected(now)))
 
     # the watchdog thread -----------------------------------------------------------------
 
@@ -416,12 +418,7 @@ class LoopWatchdog:
         if what is None:
             return
         opened = self._open
-        stall = Stall(
-            opened.since,
-            now - opened.since,
-            opened.stack,
-            collecting=self._collected(now) - opened.collected_before,
-        )
+        stall = opened.until(now, self._collected(now))
         # Made here, not in the handler: the handler runs in the blocked thread,
         # which may hold this watchdog's lock (a beat) when the signal lands.
         self._interrupt_message = (
