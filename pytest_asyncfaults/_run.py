@@ -258,16 +258,17 @@ class Run:
 
     async def threads_left(self) -> list[Problem]:
         """Threads started since ``watch_threads`` still running once the app stopped (they
-        get the leak grace to end); the watch ends here."""
+        get the leak grace to end); the watch ends here. A default executor stuck in the
+        app's code is let go of whatever the detector's policy: the loop's close must not
+        wait on it."""
         watch, self.thread_watch = self.thread_watch, None
-        if watch is None:
-            return []
-        try:
-            left = await watch.left(self.settings.leak_grace)
-        finally:
-            watch.stop()
-        if left:
-            release_default_executor(asyncio.get_running_loop())
+        left = []
+        if watch is not None:
+            try:
+                left = await watch.left(self.settings.leak_grace)
+            finally:
+                watch.stop()
+        release_default_executor(asyncio.get_running_loop())
         return self.policed(detectors.threads(left))
 
     def lifespan_leaks(self) -> tuple[list[TaskRecord], list[Problem]]:

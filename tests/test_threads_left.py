@@ -153,3 +153,18 @@ def test_a_non_daemon_thread_left_in_an_xdist_worker_does_not_hang_the_run(
         """
     )
     run_ends(pytester, backend_args, "-n", "2", deadline=0.0, lines=CASES["non-daemon"][:1])
+
+
+def test_with_the_threads_detector_off_a_stuck_executor_still_cannot_hang_the_run(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(INI + "asyncfaults_threads = off\n")
+    pytester.makeconftest(APP)
+    pytester.makepyfile(
+        """
+        async def test_leaves_a_thread(app_client, tasks):
+            assert (await app_client.get("/executor")).text == "ok"
+        """
+    )
+    result = pytester.runpytest_subprocess(*backend_args, "-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=1)
