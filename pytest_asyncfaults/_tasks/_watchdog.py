@@ -29,9 +29,11 @@ stall says so, so that the blocked-loop detector does not blame one:
 - A busy loop: one turn that runs ten thousand short callbacks (a fan-out's
   tasks finishing together) is late without anything blocking it. The watchdog
   notes which callback runs (the frame of ``Handle._run``) when a beat is half a
-  threshold late and at every look while a stall is open; a stall whose first
-  callback is never seen again while others are is ``busy``. One callback that
-  blocks is seen at two looks at least, as the first look falls in it.
+  threshold late and at every look while a stall is open. A callback caught at
+  two looks held the loop between them: that stall is a block. One where
+  ``BUSY_LOOKS`` looks caught callbacks, each a different one, is ``busy``. A
+  look may fall in the loop's own code between two callbacks (no callback to
+  catch): that look says nothing either way.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Final, final
 
@@ -72,6 +74,9 @@ INTERRUPT_TIMES: Final = 5
 often, this many times at most."""
 STOP_BOUND: Final = 1.0
 """How long ``stop()`` waits for the watchdog thread."""
+BUSY_LOOKS: Final = 3
+"""Looks that caught a different callback each, for a stall to be a busy turn: a block
+just over the threshold is caught once, or twice with the callbacks run after it."""
 COLLECTING_SHOWN: Final = 0.05
 """The collector's share of a stall is told past this."""
 _HANDLE_RUN: Final = asyncio.events.Handle._run.__code__
@@ -145,11 +150,11 @@ class _Open:
     stack: tuple[Frame, ...]
     collected_before: float
     """The collector's total time when the stall began."""
-    callback: FrameType | None
-    """The callback running when the stall was opened (held: a frame is not reused while
-    it is held, so identity tells a callback from the next)."""
-    seen_again: bool = False
-    others_seen: bool = False
+    caught: list[FrameType] = field(default_factory=list)
+    """The callbacks the looks caught running, each once (held: a frame is not reused
+    while it is held, so identity tells one callback's run from the next)."""
+    held: bool = False
+    """A callback was caught at two looks: it held the loop between them."""
 
     def until(self, now: float, collected: float) -> Stall:
         """The stall from its start to ``now``, the collector's total being ``collected``."""
@@ -158,16 +163,17 @@ class _Open:
             now - self.since,
             self.stack,
             collecting=collected - self.collected_before,
-            busy=self.others_seen and not self.seen_again,
+            busy=not self.held and len(self.caught) >= BUSY_LOOKS,
         )
 
     def saw(self, callback: FrameType | None) -> None:
-        if callback is None or self.callback is None:
+        """A look caught ``callback`` running (``None``: the loop's own code)."""
+        if callback is None:
             return
-        if callback is self.callback:
-            self.seen_again = True
+        if any(callback is seen for seen in self.caught):
+            self.held = True
         else:
-            self.others_seen = True
+            self.caught.append(callback)
 
 
 class LoopWatchdog:
@@ -392,13 +398,9 @@ class LoopWatchdog:
             since = max(self._last_beat, self._not_running_seen)
             late = now - since - (self._collected(now) - self._collected_at_beat)
             if late > self.threshold:
-                opened = _Open(
-                    since,
-                    _stack_of(self._thread_id),
-                    self._collected_at_beat,
-                    _callback_of(self._thread_id),
-                )
+                opened = _Open(since, _stack_of(self._thread_id), self._collected_at_beat)
                 opened.saw(self._early)
+                opened.saw(_callback_of(self._thread_id))
                 self._early = None
                 self._open = opened
                 self._maybe_interrupt(now)
