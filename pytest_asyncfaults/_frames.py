@@ -52,6 +52,9 @@ _STDLIB_DIRS: Final = _stdlib_dirs()
 _OWN_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 """The package's own directory: its frames are machinery, never the line to blame."""
 _SITE_DIRS: Final = ("site-packages", "dist-packages")
+_COMPILED_SOURCES: Final = (".pyx", ".pxd", ".pxi")
+"""A compiled extension's frames (asyncpg's protocol) carry its source's path relative to
+the package, ``asyncpg/protocol/protocol.pyx``: an installed library's, never the app's."""
 
 
 def _is_pseudo(filename: str) -> bool:
@@ -83,6 +86,8 @@ def is_library(filename: str) -> bool:
     Cached: a report on 10,000 tasks asks it of the same few files again and again."""
     if not filename or _is_pseudo(filename) or _after_site(filename) is not None:
         return True
+    if filename.endswith(_COMPILED_SOURCES) and not os.path.isabs(filename):
+        return True  # Cython names its code by the package's relative path
     path = os.path.abspath(filename)
     return any(_relative(path, root) is not None for root in (*_STDLIB_DIRS, _OWN_DIR))
 
@@ -198,6 +203,36 @@ def not_the_apps_stall(stack: Sequence[Frame]) -> bool:
         return True
     innermost = next((frame for frame in stack if not is_stdlib(frame[0])), None)
     return innermost is not None and is_own(innermost[0])
+
+
+UPKEEP_PACKAGES: Final = frozenset({"loguru", "structlog", "asyncpg", "fastapi", "pydantic"})
+"""Libraries whose own CPU work on the loop is their design, not the app's choice: a
+logger formatting a traceback (loguru's ``diagnose`` tokenizes every frame's source), a
+driver's SCRAM login (4096 HMAC rounds), FastAPI reading a handler's signature on its
+first request."""
+_UPKEEP_STDLIB: Final = (
+    "/logging/",
+    "/traceback.py",
+    "/linecache.py",
+    "/tokenize.py",
+    "/inspect.py",
+)
+"""The standard library's share of that work: formatting a log record, reading source."""
+
+
+def library_upkeep(stack: Sequence[Frame]) -> bool:
+    """A stalled loop's stack (innermost first) that is in a library's own upkeep: its
+    innermost frame outside the standard library is one of ``UPKEEP_PACKAGES``, or the
+    app's call into the standard library's logging or source reading (``logger.exception``
+    formatting its traceback). A stall there is judged on a longer bound: the app cannot
+    make it shorter, but it would still notice one that took half a second."""
+    for filename, _, _ in stack:
+        if not is_stdlib(filename):
+            return package_of(filename) in UPKEEP_PACKAGES
+        path = filename.replace("\\", "/")
+        if path.endswith(_UPKEEP_STDLIB) or "/logging/" in path:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=4096)

@@ -230,9 +230,8 @@ class Run:
             *detectors.abandoned(monitor),
         ]
         if self.watchdog is not None and self.settings.blocked_loop != "off":
-            threshold = self.settings.blocked_loop_threshold
             found += detectors.blocked_loop(
-                stall for stall in self.watchdog.stalls_so_far() if stall.own >= threshold
+                self.watchdog.stalls_so_far(), self.settings.blocked_loop_threshold
             )
         return self.policed(found)
 

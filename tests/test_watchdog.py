@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
+import logging
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,12 +22,14 @@ from pathlib import Path
 import pytest
 
 from pytest_asyncfaults import Engine, InvalidError
+from pytest_asyncfaults._frames import library_upkeep
 from pytest_asyncfaults._tasks._detectors import blocked_loop
 from pytest_asyncfaults._tasks._watchdog import (
     MIN_INTERVAL,
     STOP_BOUND,
     LoopWatchdog,
     Stall,
+    _RunQueue,
     format_stall,
 )
 
@@ -376,3 +383,97 @@ async def test_waiting_on_the_fault_proxy_is_not_the_apps_stall(engine: Engine) 
     (finding,) = blocked_loop(watchdog.stalls)
     assert finding.site is not None
     assert finding.site[1] == line_of("# blocks: the app")
+
+
+def test_a_loggers_traceback_formatting_is_its_upkeep_not_the_apps_block() -> None:
+    """loguru's ``diagnose`` tokenizes each frame's source as it formats a traceback, on the
+    loop (the first time a file is read, 0.12 s was measured on a loaded machine): judged
+    on five times the threshold, where the app's own block is judged on it."""
+    import tokenize
+
+    from loguru import _better_exceptions
+
+    app = (__file__, 22, "refresh_member_count")
+    formatting = (
+        (tokenize.__file__, 408, "tokenize"),
+        (_better_exceptions.__file__, 270, "_get_relevant_values"),
+        app,
+    )
+    stdlib_logging = ((logging.__file__, 700, "format"), app)
+    assert library_upkeep(formatting)
+    assert library_upkeep(stdlib_logging)
+    assert blocked_loop([Stall(0.0, 0.12, formatting), Stall(0.0, 0.3, stdlib_logging)], 0.1) == []
+    assert len(blocked_loop([Stall(0.0, 0.12, (app,))], 0.1)) == 1
+
+
+def test_a_stall_in_an_upkeep_library_counts_past_five_thresholds() -> None:
+    """A driver's SCRAM login in its compiled protocol, then ``hmac``: the driver's upkeep;
+    the same stall in the app's own code (a bcrypt hash: compiled, no frame) is the app's."""
+    hmac_frame = (hmac.__file__, 151, "digest")
+    driver = ("asyncpg/protocol/protocol.pyx", 166, "auth")
+    app = (__file__, 10, "login")
+    scram = Stall(0.0, 0.3, (hmac_frame, driver, app))
+    bcrypt_hash = Stall(0.0, 0.3, (app,))
+    assert blocked_loop([scram], 0.1) == []
+    assert len(blocked_loop([Stall(0.0, 0.6, scram.stack)], 0.1)) == 1
+    assert len(blocked_loop([bcrypt_hash], 0.1)) == 1
+
+
+def test_time_the_system_kept_the_loop_off_the_cpu_is_not_the_apps() -> None:
+    """A callback that takes 50 ms of CPU on a machine whose other work kept its thread
+    waiting 250 ms for a CPU is no 0.3 s block of the app's."""
+    stack = ((__file__, 10, "handler"),)
+    assert math.isclose(Stall(0.0, 0.3, stack, queued=0.25).own, 0.05)
+    assert blocked_loop([Stall(0.0, 0.3, stack, queued=0.25)], 0.1) == []
+    assert len(blocked_loop([Stall(0.0, 0.3, stack)], 0.1)) == 1
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+SPINNER = (
+    "import os, sys, time\n"
+    "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "print('spinning', flush=True)\n"
+    "end = time.monotonic() + 2.0\n"
+    "while time.monotonic() < end: pass\n"
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_the_run_queue_wait_is_read_from_the_system() -> None:
+    """Two spinning processes pinned to this thread's CPU: the thread waits for it."""
+    queue = _RunQueue(threading.get_native_id())
+    if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"):
+        pytest.skip("the system keeps no scheduler statistics")
+    before_affinity = os.sched_getaffinity(0)
+    cpu = min(before_affinity)
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPINNER, str(cpu)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        for hog in hogs:
+            assert hog.stdout is not None
+            assert hog.stdout.readline() == "spinning\n"
+        os.sched_setaffinity(0, {cpu})
+        try:
+            before = queue.seconds()
+            started = time.monotonic()
+            _spin(0.3)
+            waited = queue.seconds() - before
+            elapsed = time.monotonic() - started
+        finally:
+            os.sched_setaffinity(0, before_affinity)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.communicate()
+        queue.close()
+    assert 0.05 < waited < elapsed, (waited, elapsed)
+    assert queue.seconds() == 0.0  # closed: says nothing

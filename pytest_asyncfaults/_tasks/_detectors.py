@@ -26,6 +26,7 @@ from .._frames import (
     format_site,
     format_stack,
     is_library,
+    library_upkeep,
     not_the_apps_stall,
     short_path,
     site_frame,
@@ -362,10 +363,19 @@ def report(findings: Sequence[Finding]) -> str:
     return "\n\n".join([head, *(str(finding) for finding in findings)])
 
 
-def blocked_loop(stalls: Iterable[Stall]) -> list[Finding]:
+UPKEEP_FACTOR: Final = 5
+"""A stall in a library's own upkeep (``library_upkeep``) counts from this many times the
+threshold: 0.5 s at the default 0.1 s."""
+
+
+def blocked_loop(stalls: Iterable[Stall], threshold: float = 0.0) -> list[Finding]:
+    """The stalls that are the app's: at least ``threshold`` s of the loop's own time (a
+    library's upkeep: ``UPKEEP_FACTOR`` times that), not a busy turn, not the plugin's."""
     findings = []
     for stall in stalls:
-        if stall.busy or not_the_apps_stall(stall.stack):
+        if stall.busy or stall.own < threshold or not_the_apps_stall(stall.stack):
+            continue
+        if stall.own < threshold * UPKEEP_FACTOR and library_upkeep(stall.stack):
             continue
         findings.append(
             Finding(
