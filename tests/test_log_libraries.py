@@ -1,9 +1,11 @@
-"""An app that logs with loguru: its ERROR records count as logs, as stdlib's do.
+"""Apps that log with loguru or structlog: their ERROR records count as logs, as stdlib's do.
 
 The buggy app drops a failed import's exception; the fixed one logs it with
-``logger.exception``. With loguru's records unseen, the fixed app would fail
+``logger.exception``. With those records unseen, the fixed app would fail
 ``not_logged`` and ``assert_logged`` could not pass: a false alarm the user
-cannot silence but by turning the detector off.
+cannot silence but by turning the detector off. structlog is used as it comes
+(its own printing loggers, nothing through stdlib logging), with a logger made
+and cached at import, before the test.
 """
 
 from __future__ import annotations
@@ -72,9 +74,22 @@ async def test_fixed(app_client, tasks):
 """
 
 
-def test_loguru_records_count_as_logs(pytester: pytest.Pytester, backend_args: list[str]) -> None:
+STRUCTLOG = """
+import structlog
+
+structlog.configure(cache_logger_on_first_use=True)
+logger = structlog.get_logger("imports")
+logger.info("app module loaded")  # cached now
+"""
+
+
+@pytest.mark.parametrize("library", ["loguru", "structlog"])
+def test_a_logging_librarys_records_count_as_logs(
+    pytester: pytest.Pytester, backend_args: list[str], library: str
+) -> None:
+    app = APP if library == "loguru" else APP.replace("from loguru import logger\n", STRUCTLOG)
     pytester.makeini(INI)
-    pytester.makeconftest(APP)
+    pytester.makeconftest(app)
     pytester.makepyfile(test_imports=TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *backend_args, timeout=60)
     result.assert_outcomes(passed=1, failed=1)
