@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, final
 import pytest
 
 from .._exceptions import (
+    AsyncFaultsError,
     AsyncFaultsWarning,
     ExpectationError,
     HangError,
@@ -218,7 +219,7 @@ class Harness:
                         run.release_frames(escaped)
                         gc.collect()  # unawaited coroutines and lost tasks show up now
                         problems += run.findings(caught, escaped)
-                        problems += await self._stop_app()
+                        problems += await self._stop_app(escaped)
                         await run.cancel_spared()
                         problems += await run.threads_left()
                     finally:
@@ -318,12 +319,20 @@ class Harness:
                     )
         return raised
 
-    async def _stop_app(self) -> list[Problem]:
+    async def _stop_app(self, escaped: BaseException | None) -> list[Problem]:
+        """Stop the app; a shutdown that fails after the test failed goes beside that
+        failure (the test's own error, an ``assert_cleaned_up`` that saw a connection
+        left, is what the user reads first), else it is the failure."""
         if self.client is not None:
             await self.client.aclose()
         if self.runner is None:
             return []
-        await self.runner.stop()
+        try:
+            await self.runner.stop()
+        except AsyncFaultsError as exc:
+            if escaped is None:
+                raise
+            self.item.add_report_section("call", "asyncfaults", str(exc))
         left, found = self.run.lifespan_leaks()
         if left:
             await self.run.monitor.cancel(left)
