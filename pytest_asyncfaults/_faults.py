@@ -453,6 +453,10 @@ class Faults:
                 f"{{name.host}} or {{name.listen}} of a proxy (proxies: {known})"
             ) from None
 
+    def ports(self) -> dict[str, int]:
+        """Per proxy, the port its clients connect to."""
+        return {proxy.name: proxy.port for proxy in self}
+
     async def clients_open(self) -> dict[str, int]:
         """Per proxy, connections its clients still hold (proxies whose server keeps no
         counters, a real Toxiproxy, are left out).

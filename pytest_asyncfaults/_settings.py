@@ -33,6 +33,15 @@ def _policy(value: object, where: str) -> LeakPolicy:
     raise InvalidError(f"{where}={value!r} is not valid: expected 'fail', 'warn' or 'off'")
 
 
+LibraryTasks = Literal["ignore", "watch"]
+
+
+def _library_tasks(value: object, where: str) -> LibraryTasks:
+    if value in ("ignore", "watch"):
+        return value
+    raise InvalidError(f"{where}={value!r} is not valid: expected 'ignore' or 'watch'")
+
+
 def _setting(default: Any, parse: Callable[[object, str], Any], help: str) -> Any:
     """A field of ``Settings`` with what the command line, the ini file and the marker need."""
     return field(default=default, metadata={"parse": parse, "help": help})
@@ -116,6 +125,12 @@ class Settings:
     )
     abandoned: LeakPolicy = _setting(
         "fail", _policy, "asyncio.gather left sibling tasks running: fail (default), warn, off"
+    )
+    library_tasks: LibraryTasks = _setting(
+        "ignore",
+        _library_tasks,
+        "tasks a library starts for its own objects (a pool's maintenance, a driver's "
+        "cancel request): ignore (default) or watch them as the app's background work",
     )
     allow: tuple[str, ...] = _setting(
         (), _patterns, "findings to spare: task-name patterns or creation sites (file.py:line)"

@@ -228,7 +228,7 @@ def test_a_background_task_on_a_blackholed_service_fails_with_a_hang_report(
     result.stdout.fnmatch_lines(
         [
             "*asyncfaults: 1 background task still pending after 2 s (the settle deadline)*",
-            "*the ASGI call of POST /service (after its response was sent: BackgroundTasks)*",
+            "*the ASGI call of POST /service (after its response was sent: its background tasks)*",
             "*await chain, outermost first:*",
             "*demoapp.py:*in talk_to_service*",
             "*return await reader.read(100)  # no timeout: the bug under test*",

@@ -605,3 +605,48 @@ def test_a_cancel_swallowed_under_a_timeout_is_found_with_its_except(
         result.stdout.fnmatch_lines(
             [f"*the timeout at test_swallowed_{how}.py:{timeout_line} in test_bug*expired*"]
         )
+
+
+def test_a_dropped_tasks_failure_is_never_retrieved_under_anyios_runner(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    """anyio's runner takes the loop's exception handler for itself, so asyncio's "never
+    retrieved" line is never logged: the loop's own report of it is read instead."""
+    pytester.makeini("[pytest]\nasyncfaults_blocked_loop = off\n")
+    pytester.makepyfile(
+        test_dropped=textwrap.dedent(
+            """
+            import asyncio
+            import gc
+            import pytest
+
+            pytestmark = pytest.mark.anyio
+
+
+            @pytest.fixture
+            def anyio_backend():
+                return "asyncio"
+
+
+            async def send_notification():
+                raise ConnectionError("smtp down")
+
+
+            async def test_bug(tasks):
+                asyncio.create_task(send_notification())  # BUG: dropped
+                await asyncio.sleep(0.05)
+                gc.collect()
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:asyncio", "-p", "no:cacheprovider", *backend_args
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]never_retrieved] Task 'Task-*' failed with ConnectionError: smtp down*",
+            "*created at test_dropped.py:18 in test_bug*",
+        ]
+    )
+    assert "[not_logged]" not in result.stdout.str()

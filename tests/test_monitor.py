@@ -173,3 +173,37 @@ async def test_a_failure_re_raised_as_a_frameworks_own_matches_its_cause(
     assert isinstance(outcome.assert_failed(TimeoutError).exception, FrameworkError)
     outcome.assert_logged(TimeoutError)
     task.exception()  # retrieved: the test read it
+
+
+async def drops_its_timeout() -> None:
+    try:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+    except Exception:  # drops it
+        pass
+
+
+async def logs_its_timeout() -> None:
+    try:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+    except TimeoutError:
+        logging.getLogger("app").exception("timed out")
+
+
+async def test_a_timeout_dropped_by_an_except_is_named_where_the_work_completed(
+    monitor: TaskMonitor,
+) -> None:
+    """``except Exception: pass`` around a timeout: the work "completes", and the user
+    who expected it to fail with ``TimeoutError`` reads where the error went."""
+    for job in (drops_its_timeout, logs_its_timeout):
+        asyncio.create_task(job(), name=job.__name__)  # noqa: RUF006 - the monitor holds them
+    outcome = await monitor.settle(within=2)
+    dropped = {entry.name: entry.dropped for entry in outcome}
+    (site,) = dropped["drops_its_timeout"]
+    assert site.endswith("`except Exception:  # drops it`"), site
+    assert "test_monitor.py:" in site
+    assert dropped["logs_its_timeout"] == ()
+    with pytest.raises(Exception, match=r"(?s)a TimeoutError was caught at .*# drops it"):
+        outcome.assert_failed(TimeoutError)
+    assert all(record.timeouts is None for record in monitor.records)  # let go of

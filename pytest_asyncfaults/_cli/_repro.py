@@ -226,6 +226,7 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
     monitor = TaskMonitor(
         default_within=plan.deadline,
         connections=faults.clients_open,
+        ports=faults.ports,
         faults_summary=lambda: describe_faults(faults),
     ).install()
     run = Run(monitor, Settings(), faults, scenario)

@@ -122,8 +122,10 @@ def tasks(
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
+        ports=faults.ports,
         faults_summary=lambda: describe_faults(faults),
         allow=asyncfaults_settings.allow,
+        library_tasks=asyncfaults_settings.library_tasks == "watch",
     ).install()
     scenario = scenario_of(request.node)
     harness = Harness(monitor, asyncfaults_settings, request.node, faults, scenario)

@@ -108,6 +108,8 @@ def never_retrieved(monitor: TaskMonitor) -> list[Finding]:
 
 
 def _logged_by_asyncio_as_unretrieved(monitor: TaskMonitor, record: TaskRecord) -> bool:
+    if record.unretrieved:  # the loop said so, to whichever handler it has
+        return True
     return any(
         log.name == "asyncio"
         and "never retrieved" in log.getMessage()
@@ -153,10 +155,17 @@ def not_logged(
 def swallowed_cancel(monitor: TaskMonitor) -> list[Finding]:
     findings = []
     for record in monitor.background():
-        if record.state != "completed" or record.cancel_requests <= 0:
+        if (
+            record.state != "completed"
+            or record.cancel_requests <= 0
+            or record.cancelled_by_harness  # its hang or leak report says what it did
+        ):
             continue
         code = record.code
         handlers = swallowing_handlers(code)
+        if code is not None and handlers and is_library(code.co_filename):
+            continue  # a driver's coroutine that catches its cancel by design (asyncpg's
+            # cancel request: "we do not care about the result of the cancel")
         where = ""
         if code is not None and handlers:
             places = ", ".join(f"{short_path(code.co_filename)}:{line}" for line in handlers)

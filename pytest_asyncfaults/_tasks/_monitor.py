@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import inspect
 import logging
 import sys
 import threading
@@ -48,7 +49,8 @@ from ._awaitchain import await_chain, format_chain
 from ._context import RequestInfo, Role, current_request, current_role
 from ._logs import ErrorLogs
 from ._outcome import Outcome, State, TaskOutcome
-from ._swallow import swallowing_site, swallowing_site_in
+from ._pools import idle_in_pools
+from ._swallow import dropping_site, swallowing_site, swallowing_site_in
 from ._threads import format_threads
 from ._watchdog import interrupt_past
 
@@ -57,6 +59,12 @@ CANCEL_BOUND: Final = 0.5
 loop once cancelled, and the test must end within a second of its deadline."""
 FAULTS_BOUND: Final = 0.5
 """How long a hang report waits for the faults' state (a child process, a Toxiproxy)."""
+AFTER_RESPONSE: Final = 0.02
+"""A request's call that runs on this long after its response was sent is in its
+after-response phase (Starlette's, FastAPI's and Litestar's background tasks); one that
+ends as it answers has none."""
+TIMEOUTS_KEPT: Final = 5
+"""Timeouts of one task whose fate an outcome tells (a retry loop may time out often)."""
 ALIKE_NAMED: Final = 10
 """Tasks named in a report's entry for many alike, beside the one shown in full."""
 STACK_DEPTH: Final = 20
@@ -68,6 +76,7 @@ _LOOP_CALLBACK: Final = asyncio.events.Handle._run.__code__
 _ASYNCIO_CREATE_TASK: Final = asyncio.tasks.create_task.__code__
 _original_gather: Final = asyncio.tasks.gather
 """Where the event loop calls into a task's step: the bottom of any coroutine's stack."""
+_original_exception_handler: Final = asyncio.BaseEventLoop.call_exception_handler
 _original_timeout_exit: Final = asyncio.timeouts.Timeout.__aexit__
 _EXPIRING: Final = asyncio.timeouts._State.EXPIRING  # type: ignore[attr-defined]
 _WAIT_FOR_CODE: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
@@ -91,12 +100,31 @@ async def _timeout_exit(
     ``CancelledError``: the timeout did nothing. The task is not left cancelled, so only
     here can it be seen."""
     expired = getattr(self, "_state", None) is _EXPIRING
-    await _original_timeout_exit(self, exc_type, exc_val, exc_tb)
+    try:
+        await _original_timeout_exit(self, exc_type, exc_val, exc_tb)
+    except TimeoutError as timed_out:
+        monitor = _monitors.get(threading.get_ident())
+        if expired and monitor is not None:
+            monitor._timed_out(timed_out)
+        raise
     if expired and exc_type is None:
         monitor = _monitors.get(threading.get_ident())
         if monitor is not None:
             monitor._timeout_swallowed(sys._getframe(1))
     return None
+
+
+def _call_exception_handler(loop: asyncio.BaseEventLoop, context: dict[str, Any]) -> None:
+    """The loop's report of a task collected with its exception never retrieved, whatever
+    handler takes it next: anyio's test runner installs its own, so asyncio's "never
+    retrieved" line is not logged there."""
+    monitor = _monitors.get(threading.get_ident())
+    task = context.get("future")
+    if monitor is not None and isinstance(task, asyncio.Task) and "exception" in context:
+        record = monitor.record_for(task)
+        if record is not None:
+            record.unretrieved = True
+    _original_exception_handler(loop, context)
 
 
 def _gather(*aws: Any, return_exceptions: bool = False) -> Any:
@@ -162,6 +190,31 @@ def _asked_by(raw: tuple[CodeType | int, ...]) -> tuple[bool, bool]:
     return False, by_wait_for
 
 
+def _asked_by_app(raw: tuple[CodeType | int, ...]) -> bool:
+    """The app asked for the task: the frame past the ``create_task`` plumbing is the
+    app's (``create_task(pool.execute(...))``: the app's work, though the coroutine is the
+    driver's), or the library function the app called made it (Quart's
+    ``add_background_task``: an API to start the app's background work). A task a library
+    made deeper down, on its own account (a pool refilling itself while the app acquires),
+    is not."""
+    callers = [
+        code
+        for index in range(0, len(raw), 2)
+        if creator_kind(code := cast("CodeType", raw[index])) != "library"
+        and not is_own(code.co_filename)  # our gather wrapper: plumbing too
+    ]
+    return any(not is_library(code.co_filename) for code in callers[:2])
+
+
+def _runs_app_code(task: asyncio.Task[Any]) -> bool | None:
+    """Whether a pending task is in the app's code now (a frame of its await chain is the
+    app's); ``None`` before its first step, when nothing can be told yet."""
+    coro = task.get_coro()
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        return None
+    return any(frame.is_user for frame in await_chain(task).frames)
+
+
 @final
 @dataclass(eq=False, slots=True)
 class TaskRecord:
@@ -206,6 +259,18 @@ class TaskRecord:
     abandoned: bool = False
     """It did not end when cancelled (it swallows ``CancelledError``): reported once, then
     left behind, out of asyncio's sight, so that nothing waits for it again."""
+    unretrieved: bool = False
+    """The loop reported it collected with its exception never retrieved."""
+    cancelled_by_harness: bool = False
+    """The harness cancelled it (a hang report's clean-up, the end of the test): what it
+    does with that cancel is reported there, not as the app's swallowed cancel."""
+    library: bool | None = None
+    """Library-owned work (``TaskMonitor.library_owned``), once that is settled."""
+    timeouts: list[BaseException] | None = None
+    """The ``TimeoutError``\\ s its timeouts raised, held until the task ends (``dropped``)."""
+    dropped: list[str] | None = None
+    """Where it caught a timeout's ``TimeoutError`` and let it go, neither re-raised nor
+    logged: why work that was meant to fail with it "completed"."""
 
     @property
     def task(self) -> asyncio.Task[Any] | None:
@@ -228,6 +293,20 @@ class TaskRecord:
         else:
             self.final_exception = getattr(task, "_exception", None) or self.handled
             self.final_state = "completed" if self.final_exception is None else "failed"
+
+    def settle_timeouts(self, logged: Callable[[BaseException], bool]) -> None:
+        """Once the task ended: each timeout it raised either left it (its failure, or
+        what that was raised from), was logged, or was dropped where it was caught. The
+        exceptions (and the frames their tracebacks hold) are let go of here."""
+        raised, self.timeouts = self.timeouts, None
+        if not raised or self.state != "completed":
+            return  # a failure or a cancel says what became of the work itself
+        for timed_out in raised:
+            if logged(timed_out):
+                continue
+            site = dropping_site(timed_out)
+            if site:
+                self.dropped = [*(self.dropped or ()), site]
 
     def collected(self, _: object) -> None:
         """Weak reference callback: the task object is gone."""
@@ -295,8 +374,9 @@ class TaskRecord:
     def describe(self) -> str:
         if self.request_call and self.request is not None:
             what = f"the ASGI call of {self.request}"
-            if self.request.response_complete_at is not None:
-                what += " (after its response was sent: BackgroundTasks)"
+            sent, ended = self.request.response_complete_at, self.request.ended_at
+            if sent is not None and (ended is None or ended - sent > AFTER_RESPONSE):
+                what += " (after its response was sent: its background tasks)"
         elif self.request is not None:
             what = f"a task of {self.request}"
         elif self.role == "lifespan":
@@ -346,12 +426,17 @@ class TaskMonitor:
         *,
         default_within: float = 5.0,
         connections: Callable[[], Awaitable[dict[str, int]]] | None = None,
+        ports: Callable[[], dict[str, int]] | None = None,
         faults_summary: Callable[[], Awaitable[list[str]]] | None = None,
         allow: Iterable[str] = (),
+        library_tasks: bool = False,
     ) -> None:
         self.default_within = default_within
         self.allow: tuple[str, ...] = tuple(allow)
         """Tasks spared, by name pattern or creation site (the ``allow`` setting)."""
+        self.library_tasks = library_tasks
+        """Count library-owned tasks as the app's background work too (the
+        ``library_tasks = "watch"`` setting); see ``library_owned``."""
         self.records: list[TaskRecord] = []
         self._by_id: dict[int, TaskRecord] = {}
         self.gathers: list[GatherRecord] = []
@@ -359,6 +444,8 @@ class TaskMonitor:
         self._logs = ErrorLogs(self._logged_in_task)
         self.error_logs: list[logging.LogRecord] = self._logs.records
         self._connections = connections
+        self._ports = ports
+        """Per proxy, the port it listens on: a pool's idle connection to it is no leak."""
         self._faults_summary = faults_summary
         self.connections_before: dict[str, int] | None = None
         self.deadlines: list[tuple[float, float]] = []
@@ -376,6 +463,7 @@ class TaskMonitor:
                 asyncio.BaseEventLoop.create_task = _create_task  # type: ignore[method-assign,assignment]
                 asyncio.gather = asyncio.tasks.gather = _gather
                 asyncio.timeouts.Timeout.__aexit__ = _timeout_exit  # type: ignore[method-assign,assignment]
+                asyncio.BaseEventLoop.call_exception_handler = _call_exception_handler  # type: ignore[method-assign,assignment]
             _monitors[thread] = self
         self._thread = thread
         self._logs.install()
@@ -390,6 +478,7 @@ class TaskMonitor:
                 asyncio.BaseEventLoop.create_task = _original_create_task  # type: ignore[method-assign]
                 asyncio.gather = asyncio.tasks.gather = _original_gather
                 asyncio.timeouts.Timeout.__aexit__ = _original_timeout_exit  # type: ignore[method-assign]
+                asyncio.BaseEventLoop.call_exception_handler = _original_exception_handler  # type: ignore[method-assign]
         self._thread = None
 
     # -- recording -----------------------------------------------------------------------
@@ -460,6 +549,13 @@ class TaskMonitor:
             )
         )
 
+    def _timed_out(self, exception: TimeoutError) -> None:
+        """A timeout of the current task expired and raised ``exception`` into it."""
+        task = asyncio.current_task()
+        record = None if task is None else self.record_for(task)
+        if record is not None and len(record.timeouts or ()) < TIMEOUTS_KEPT:
+            record.timeouts = [*(record.timeouts or ()), exception]
+
     def _logged_in_task(self, task: asyncio.Task[Any], exception: BaseException) -> None:
         """An ERROR record with ``exception`` was logged while ``task`` ran: if the task's
         coroutine is a framework's (not the app's), it is a wrapper that handles the app's
@@ -499,13 +595,14 @@ class TaskMonitor:
         background work opens beyond it must be closed by the time it settles.
         """
         if self.connections_before is None and self._connections is not None:
-            self.connections_before = await self._connections()
+            self.connections_before = await self._open_outside_pools()
 
     # -- what counts as background work ----------------------------------------------------------
 
     def background(self) -> list[TaskRecord]:
-        """The test's tasks other than the runner's, the lifespan's, the current one and
-        those ``allow`` spares (by name or creation site): settle waits for none of them."""
+        """The test's tasks other than the runner's, the lifespan's, the current one, the
+        libraries' own (``library_owned``) and those ``allow`` spares (by name or creation
+        site): settle waits for none of them, and no detector judges them."""
         current = asyncio.current_task()
         return [
             record
@@ -514,7 +611,38 @@ class TaskMonitor:
             and record.role != "lifespan"
             and record.task is not current
             and not (self.allow and allowed(self.allow, record.name, record.stack))
+            and (self.library_tasks or not self.library_owned(record))
         ]
+
+    def library_owned(self, record: TaskRecord) -> bool:
+        """A task a library started for its own long-lived objects: a pool's maintenance,
+        a driver's cancel request, a framework's or anyio's internals, this plugin's.
+
+        Its coroutine is a library's, a library asked for it, and it never ran the app's
+        code (Quart's ``add_background_task`` wraps the app's function in a coroutine of
+        its own: while it runs the app's code, or once it logged the app's error, it is
+        the app's work). What it does is the library's to get right: the app cannot fix
+        it, nor wait for it (a pool refills itself long after the request that broke a
+        connection). Decided once the task ran, and kept.
+        """
+        if record.library is not None:
+            return record.library
+        if record.request_call or record.handled is not None:
+            return False
+        code = record.code
+        if code is None or not is_library(code.co_filename) or _asked_by_app(record.raw_stack):
+            record.library = False
+            return False
+        task = record.task
+        if task is not None and not task.done():
+            running_app = _runs_app_code(task)
+            if running_app is None:
+                return False  # not started: wait for its first step to tell
+            if running_app:
+                record.library = False
+            return not running_app
+        record.library = True
+        return True
 
     def pending(self) -> list[TaskRecord]:
         return [record for record in self.background() if not record.done and not record.abandoned]
@@ -549,6 +677,7 @@ class TaskMonitor:
                 f"hang: {count} task{'s' if count != 1 else ''} still pending after {within:g} s"
             )
             raise error
+        self._settle_timeouts()
         # What the work let go of in a reference cycle (a driver's connection, from Python
         # 3.12 often) is finalised now, not at some later collection: its ResourceWarning
         # ("unclosed connection") belongs to this settle.
@@ -561,7 +690,7 @@ class TaskMonitor:
         if self._connections is None:
             return {}
         limit = min(deadline, time.monotonic() + CONNECTIONS_GRACE)
-        counts = await self._connections()
+        counts = await self._open_outside_pools()
         before = self.connections_before
         # A proxy made after the baseline (in the test's body) had none open before it:
         # the outcome counts it so too, and an idle one costs no wait.
@@ -571,12 +700,33 @@ class TaskMonitor:
             and time.monotonic() < limit
         ):
             await asyncio.sleep(0.01)
-            counts = await self._connections()
+            counts = await self._open_outside_pools()
         return counts
+
+    async def _open_outside_pools(self) -> dict[str, int]:
+        """Per proxy, the connections its clients hold, less those idle in the app's pools
+        (``_pools``): what a request left behind, whatever the pool keeps."""
+        assert self._connections is not None
+        counts = await self._connections()
+        if self._ports is None or not any(counts.values()):
+            return counts
+        idle = idle_in_pools()
+        if not idle:
+            return counts
+        ports = self._ports()
+        return {
+            name: max(count - idle.get(ports.get(name, -1), 0), 0) for name, count in counts.items()
+        }
+
+    def _settle_timeouts(self) -> None:
+        for record in self.records:
+            if record.timeouts and record.done:
+                record.settle_timeouts(self.was_logged)
 
     def outcome(
         self, within: float, elapsed: float, connections_after: dict[str, int] | None = None
     ) -> Outcome:
+        self._settle_timeouts()
         entries = []
         for record in self.background():
             if record.inner:
@@ -593,6 +743,7 @@ class TaskMonitor:
                     else ended - record.created_at,
                     logged=exception is not None and self.was_logged(exception),
                     retrieved=record.retrieved,
+                    dropped=tuple(record.dropped or ()),
                 )
             )
         return Outcome(
@@ -623,12 +774,17 @@ class TaskMonitor:
         """The report a user reads instead of print-debugging; cancels the stuck tasks after."""
         stuck = list(stuck)
         now = time.monotonic()
-        count = len(stuck)
+        # A library's own waiters (asgi-lifespan's, waiting for the app's shutdown) are
+        # cancelled with the rest, but are not what hangs: the report shows the app's.
+        shown = [
+            record for record in stuck if self.library_tasks or not self.library_owned(record)
+        ] or stuck
+        count = len(shown)
         lines = [f"asyncfaults: {count} background task{'s' if count != 1 else ''} {why}", ""]
         # Tasks made at one line and stuck on one line are one entry, with a count:
         # 10,000 of them must not bury the report (or take long to print).
         alike: dict[tuple[str, str], list[TaskRecord]] = {}
-        for record in stuck:
+        for record in shown:
             task = record.task
             record.hung_at = now
             if task is not None:
@@ -660,23 +816,28 @@ class TaskMonitor:
             lines.extend(f"  {line}" for line in summary or ["(none)"])
             lines.append("")
         survivors = await self.cancel(stuck)
-        cancelled = count - len(survivors)
-        lines.append(
-            f"Cancelled {cancelled} stuck task{'s' if cancelled != 1 else ''} so the run goes on."
-        )
+        total = len(stuck)
+        if survivors:
+            lines.append(
+                f"Cancelled the {total} stuck task{'s' if total != 1 else ''} so the run goes "
+                f"on; {len(survivors)} did not end:"
+            )
+        else:
+            lines.append(
+                f"Cancelled {total} stuck task{'s' if total != 1 else ''} so the run goes on."
+            )
         for record in survivors:
-            task = record.task
-            site = swallowing_site(task.get_coro()) if task is not None else ""
-            where = f" at {site}" if site else " (see its chain above)"
             lines.append(
                 f"  {record.name!r} did not end within {CANCEL_BOUND:g} s of being cancelled: "
-                f"it swallows CancelledError{where}; left behind, so the run goes on without it"
+                f"{_why_not_ended(record.task)}; left behind, so the run goes on without it"
             )
         return "\n".join(lines)
 
     async def cancel(self, records: Iterable[TaskRecord]) -> list[TaskRecord]:
         """Cancel tasks and wait (bounded) for them to end; return those that did not."""
         records = list(records)
+        for record in records:
+            record.cancelled_by_harness = True
         tasks = _tasks(record for record in records if not record.done)
         for task in tasks:
             try:
@@ -692,6 +853,21 @@ class TaskMonitor:
             if (stubborn := record.task) is not None:
                 _abandon(stubborn)
         return survivors
+
+
+def _why_not_ended(task: asyncio.Task[Any] | None) -> str:
+    """Why a cancelled task goes on: the app's ``except`` that swallows the cancel, else
+    what it still awaits (a clean-up of its own: a ``finally`` that releases a pool's
+    connection to a dead database waits on the network, swallowing nothing)."""
+    if task is None:
+        return "it was collected meanwhile"
+    site = swallowing_site(task.get_coro(), app_only=True)
+    if site:
+        return f"it swallows CancelledError at {site}"
+    frame = await_chain(task).user_frame()
+    if frame is None:
+        return "it is still cleaning up (see its chain above)"
+    return f"it is still cleaning up at {frame.describe()}"
 
 
 def _abandon(task: asyncio.Task[Any]) -> None:

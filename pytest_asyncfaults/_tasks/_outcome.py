@@ -35,6 +35,9 @@ class TaskOutcome:
     """Its failure was logged at ERROR with the exception attached."""
     retrieved: bool
     """Someone awaited it or read its exception (asyncio would not complain)."""
+    dropped: tuple[str, ...] = ()
+    """Where it caught a timeout's ``TimeoutError`` and went on, neither re-raising nor
+    logging it (``except Exception: pass``): why it "completed" though its work timed out."""
 
     def __str__(self) -> str:
         if self.state == "failed":
@@ -45,7 +48,11 @@ class TaskOutcome:
         else:
             how = self.state
         took = "" if self.duration is None else f" after {self.duration:.2f} s"
-        return f"{self.description}: {how}{took}"
+        dropped = "".join(
+            f"\n      a TimeoutError was caught at {site} and dropped: neither re-raised nor logged"
+            for site in self.dropped
+        )
+        return f"{self.description}: {how}{took}{dropped}"
 
 
 def _listing(entries: Sequence[TaskOutcome]) -> str:
@@ -142,7 +149,11 @@ class Outcome:
                 f"{name}: {before} open before the first request, {after} now"
                 for name, (before, after) in changed.items()
             )
-            raise OutcomeError(f"expected proxy connections back to where they were: {details}")
+            raise OutcomeError(
+                f"expected proxy connections back to where they were: {details} (connections "
+                f"idle in the app's asyncpg or SQLAlchemy pool are not counted: these are "
+                f"held by no running task, one more per request)"
+            )
         return self
 
     def matching(self, predicate: Callable[[TaskOutcome], bool]) -> list[TaskOutcome]:

@@ -60,7 +60,10 @@ async def test_the_job_hangs_on_a_blackholed_database(
             await tasks.settle(within=3)
     report = str(caught.value)
     # What py-spy showed the case study, without attaching anything to anything:
-    assert "the ASGI call of POST /upload (after its response was sent: BackgroundTasks)" in report
+    assert (
+        "the ASGI call of POST /upload (after its response was sent: its background tasks)"
+        in report
+    )
     assert "in process_csv\n" in report
     assert "conn = await asyncpg.connect(settings.database_url)  # BUG: no timeout" in report
     assert "asyncpg/connect_utils.py" in report  # down into the driver's handshake
