@@ -68,6 +68,9 @@ TIMEOUTS_KEPT: Final = 5
 ALIKE_NAMED: Final = 10
 """Tasks named in a report's entry for many alike, beside the one shown in full."""
 STACK_DEPTH: Final = 20
+UNDECIDED_RECHECK: Final = 0.02
+"""How soon settle looks again at a library's task it could not yet tell the app's or
+the library's own (it had not run yet)."""
 CONNECTIONS_GRACE: Final = 1.0
 """How long settle lets proxy connection counts catch up with sockets the app closed."""
 
@@ -658,6 +661,10 @@ class TaskMonitor:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return pending
+                if any(_undecided(record) for record in pending):
+                    # A library's coroutine not yet at its first step is told the app's
+                    # or the library's own at that step: look again then.
+                    remaining = min(remaining, UNDECIDED_RECHECK)
                 await asyncio.wait(_tasks(pending), timeout=remaining)
         return []
 
@@ -853,6 +860,14 @@ class TaskMonitor:
             if (stubborn := record.task) is not None:
                 _abandon(stubborn)
         return survivors
+
+
+def _undecided(record: TaskRecord) -> bool:
+    """Whether ``library_owned`` may still change its mind about a pending task: its
+    coroutine is a library's and nothing settled it yet (it has not run, or runs none of
+    the app's code so far)."""
+    code = record.code
+    return record.library is None and code is not None and is_library(code.co_filename)
 
 
 def _why_not_ended(task: asyncio.Task[Any] | None) -> str:
