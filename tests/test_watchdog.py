@@ -248,7 +248,6 @@ async def test_a_collection_on_a_busy_machine_is_told_apart_once() -> None:
         await asyncio.sleep(0.05)
     assert len(heap) == 500_000
     (stall,) = [stall for stall in watchdog.stalls if stall.duration > 0.3]
-    assert stall.queued > 0.0
     assert 0.28 <= stall.own < 0.45, stall
 
 
