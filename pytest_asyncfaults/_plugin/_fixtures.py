@@ -116,9 +116,11 @@ def tasks(
 ) -> Iterator[TaskMonitor]:
     """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
     from .._run import describe_faults
+    from .._tasks._heap import set_aside
     from .._tasks._monitor import TaskMonitor
     from ._harness import Harness
 
+    set_aside()  # the checks at the end look at what this test made, and quickly
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
