@@ -138,9 +138,10 @@ async def _serve(
     proxies: list[ProxyConfig],
     config_path: str | None,
     exit_on_stdin_eof: bool,
+    allow_remote: bool = False,
 ) -> int:
     loop = asyncio.get_running_loop()
-    core = FaultCore(loop, seed)
+    core = FaultCore(loop, seed, allow_remote=allow_remote)
     try:
         for number, entry in enumerate(proxies, 1):
             try:
@@ -149,6 +150,10 @@ async def _serve(
                 sock.close()
                 _say(f"{config_path}: entry {number} ({entry.name!r}): {exc}")
                 return 1
+            except InvalidError as exc:  # a listen address beyond loopback, not allowed
+                sock.close()
+                _say(f"{config_path}: entry {number} ({entry.name!r}): {exc}")
+                return 2
         host, port = sock.getsockname()[:2]
         ready = f"{_PROG}: listening on http://{format_address(host, port)} (seed {seed})"
 
@@ -237,6 +242,7 @@ def run_serve(
                     proxies=proxies,
                     config_path=config,
                     exit_on_stdin_eof=exit_on_stdin_eof,
+                    allow_remote=allow_remote,
                 )
             )
     except KeyboardInterrupt:
