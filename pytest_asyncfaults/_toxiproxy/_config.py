@@ -5,9 +5,10 @@ The format is Toxiproxy's, so one file serves both servers: a JSON array of
 most ``CONFIG_MAX_BYTES`` (a FIFO or ``/dev/zero`` is refused, not read
 forever). Unlike Toxiproxy, which logs a bad file and carries on with
 whatever it managed to read, we refuse the whole file on the first
-problem and say exactly where it is (file, entry, field): a test run against half a configuration fails later, far from the
-cause. Unknown keys are refused too, since a misspelt ``enabled`` would
-otherwise be silently ignored.
+problem and say exactly where it is (file, entry, field): a test run
+against half a configuration fails later, far from the cause. Unknown
+keys are refused too, since a misspelt ``enabled`` would otherwise be
+silently ignored.
 """
 
 from __future__ import annotations
