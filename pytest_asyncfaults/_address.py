@@ -15,7 +15,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from ._exceptions import InvalidError
-from ._values import spelled
+from ._values import TEXT_MAX, spelled
 
 _ADDRESS_MAX: Final = 300
 _LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
@@ -132,3 +132,22 @@ def parse_pair(
     if not sep or not name.strip() or (value_required and not value.strip()):
         raise InvalidError(f"{where} is not valid: expected {expected}")
     return name.strip(), value.strip()
+
+
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+def env_pair(where: str, text: str) -> tuple[str, str]:
+    """``NAME=value`` of an environment variable to set: a name the shell could set
+    (letters, digits, ``_``), a value without NUL (``os.environ`` refuses one)."""
+    name, value = parse_pair(where, text, "NAME=value", value_required=False)
+    if not _ENV_NAME.fullmatch(name):
+        raise InvalidError(
+            f"{where} is not valid: expected NAME=value with a NAME of letters, digits "
+            f"and '_', not starting with a digit"
+        )
+    if "\x00" in value or len(value) > TEXT_MAX:
+        raise InvalidError(
+            f"{where} is not valid: expected a value without NUL, at most {TEXT_MAX} characters"
+        )
+    return name, value

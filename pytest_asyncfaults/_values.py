@@ -157,11 +157,7 @@ def seconds(
 
     ``text``: the value may be written as text (a flag, an ini key).
     """
-    allowed = (
-        f"a number of seconds {'> 0' if positive else '>= 0'} and at most {maximum:g}"
-        if maximum != math.inf
-        else f"a number of seconds {'> 0' if positive else '>= 0'}"
-    )
+    allowed = f"a number of seconds {'> 0' if positive else '>= 0'}"
     number: float
     if isinstance(value, bool):
         raise invalid(field, value, allowed)
@@ -169,7 +165,7 @@ def seconds(
         try:
             number = float(value)
         except OverflowError:  # 10**400: no float holds it
-            raise invalid(field, value, allowed) from None
+            number = math.inf
     elif text and isinstance(value, str) and len(value) <= 64:
         try:
             number = float(value.strip())
@@ -177,8 +173,12 @@ def seconds(
             raise invalid(field, value, allowed) from None
     else:
         raise invalid(field, value, allowed)
-    if not math.isfinite(number) or number < 0 or (positive and number == 0) or number > maximum:
+    if math.isnan(number) or number < 0 or (positive and number == 0):
         raise invalid(field, value, allowed)
+    if number > maximum:
+        raise out_of_range(
+            field, value, f"must be at most {maximum:g} seconds (a bound past that bounds nothing)"
+        )
     return number
 
 

@@ -22,7 +22,7 @@ from typing import Final, final
 
 import uvicorn
 
-from .._address import format_address, is_loopback
+from .._address import format_address, is_loopback, valid_host
 from .._engine._core import FaultCore
 from .._engine._loop import new_event_loop
 from .._exceptions import InvalidError, ListenError
@@ -206,6 +206,9 @@ def run_serve(
     Prints one ready line on stdout once it accepts requests; every other
     word goes to stderr, so a parent can wait for that line alone.
     """
+    if not valid_host(host.strip("[]")):
+        _say(f"--host={host!r} is not valid: expected an IP address or a host name")
+        return 2
     if not allow_remote and not is_loopback(host):
         _say(
             f"refusing to serve on {host!r}: not a loopback address, and the API lets anyone "
