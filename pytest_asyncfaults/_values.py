@@ -77,6 +77,11 @@ def shown(value: object) -> str:
     return text if len(text) <= _SHOWN_MAX * 2 else text[: _SHOWN_MAX * 2] + "..."
 
 
+def clipped(text: str) -> str:
+    """``text`` itself (not its repr), cut to one line's worth, its length said when cut."""
+    return text if len(text) <= _SHOWN_MAX else f"{text[:_SHOWN_MAX]}... ({len(text)} characters)"
+
+
 def spelled(field: str, value: object) -> str:
     """How a message names the field and the value the user gave.
 

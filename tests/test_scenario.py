@@ -223,7 +223,7 @@ def test_an_empty_file_is_refused_naming_what_a_scenario_needs(tmp_path: Path) -
         load_scenario(path)
     assert str(raised.value) == (
         f"{path}: the scenario is empty: expected its faults ([[faults]] or [[steps]]), "
-        f'its expectations ([expect]), or for a run without faults a description '
+        f"its expectations ([expect]), or for a run without faults a description "
         f'(description = "no faults: the baseline")'
     )
 

@@ -524,6 +524,10 @@ class FaultCore:
         """Whether a proxy may listen beyond loopback (``--allow-remote``)."""
         self._proxies: dict[str, _Proxy] = {}
 
+    def check_listen(self, listen: object) -> None:
+        """Refuse a listen address this engine would refuse (before changing anything)."""
+        self._listen(listen)
+
     def _listen(self, listen: object) -> tuple[tuple[str, int], str | None]:
         """Where a proxy binds, and the host it reports (when it differs).
 

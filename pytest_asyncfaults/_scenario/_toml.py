@@ -22,6 +22,7 @@ from .._values import (
     NAME_MAX,
     SCENARIO_MAX_BYTES,
     TEXT_MAX,
+    clipped,
     integer,
     invalid,
     is_integer,
@@ -83,7 +84,7 @@ class _Reader:
             if name not in allowed_keys:
                 where = f"{key}.{name}" if key else name
                 raise ScenarioError(
-                    f"{self.source}: {shown(where)[1:-1] if len(where) > 60 else where} is not "
+                    f"{self.source}: {clipped(where)} is not "
                     f"a key of {key or 'a scenario'}: expected one of {', '.join(allowed_keys)}"
                 )
         return value
@@ -139,7 +140,7 @@ class _FileWording(AttributeWording):
     def unknown(self, toxic_type: str, key: object) -> str:
         allowed = self.names(toxic_type, "none")
         return (
-            f"{self.key}.attributes.{shown(key)[1:-1]} is not an attribute of {toxic_type}: "
+            f"{self.key}.attributes.{clipped(str(key))} is not an attribute of {toxic_type}: "
             f"expected {allowed}"
         )
 

@@ -309,6 +309,7 @@ class _Api:
                 )
             try:
                 proxy = _new_proxy(entry, where)
+                self.core.check_listen(proxy[2])
             except InvalidError as exc:
                 if str(exc).startswith("missing required field"):
                     raise

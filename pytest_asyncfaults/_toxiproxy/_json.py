@@ -19,6 +19,7 @@ from typing import Any, Final
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import InvalidError
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+from .._values import spelled
 
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -27,7 +28,7 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_int_range(value: object) -> None:
+def _check_int_range(value: object, where: str) -> None:
     """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
     stack: list[tuple[str, object]] = [("", value)]
     while stack:
@@ -38,7 +39,8 @@ def _check_int_range(value: object) -> None:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
         elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
             raise InvalidError(
-                f"{path or 'body'}={item} is not valid: out of range for a 64-bit integer"
+                f"{where}: {spelled(path or 'value', item)} is not valid: "
+                f"out of range for a 64-bit integer"
             )
 
 
@@ -57,7 +59,7 @@ def load_json(raw: bytes, where: str, *, strict: bool = False) -> object:
     except (ValueError, RecursionError) as exc:  # undecodable bytes, absurd nesting, NaN
         raise InvalidError(f"{where}: not valid JSON: {exc}") from None
     if strict:
-        _check_int_range(value)
+        _check_int_range(value, where)
     return value
 
 
