@@ -78,3 +78,9 @@ def test_scale_bench_settles_and_reports_many_tasks() -> None:
         "report_stuck_s",
         "report_stuck_bytes",
     }
+
+
+def test_fuzz_bench_runs_the_readers() -> None:
+    report = quick_run("fuzz.py")
+    assert report["nothing_found"] is True
+    assert "passed" in report["result"]
