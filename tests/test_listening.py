@@ -70,7 +70,10 @@ def start_serve(
     )
     assert process.stdout is not None
     url = _read_ready_line(process.stdout, time.monotonic() + START_TIMEOUT)
-    assert url is not None, process.stderr.read() if process.poll() is not None else "no ready line"
+    if url is None:
+        process.kill()
+        _, errors = process.communicate(timeout=10)
+        pytest.fail(f"asyncfaults serve did not start: {errors}")
     started.append((url, process))
     return url, process
 
