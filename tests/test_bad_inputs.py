@@ -534,6 +534,13 @@ HTTP: dict[str, tuple[str, str, object, int, str]] = {
     ),
     "create: NaN": ("POST", "/proxies", b'{"name": "n", "upstream": NaN}', 400, "not valid JSON"),
     "create: 2**64": ("POST", "/proxies", b'{"name": 18446744073709551616}', 400, "64-bit"),
+    "create: a key with a newline": (
+        "POST",
+        "/proxies",
+        b'{"name": "p", "upstream": {"\\n": 9223372036854775808}}',
+        400,
+        r"upstream\.'\\n'=9223372036854775808 is not valid: out of range",
+    ),
     "create: 5000 digits": ("POST", "/proxies", b'{"name": 1' + b"0" * 5000 + b"}", 400, "JSON"),
     "create: nested": ("POST", "/proxies", b"[" * 100_000, 400, "not valid JSON"),
     "create: 2 MB": ("POST", "/proxies", b" " * (BODY_MAX_BYTES + 1), 413, "larger than 1048576"),

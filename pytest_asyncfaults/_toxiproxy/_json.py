@@ -12,6 +12,7 @@ two sides of the protocol cannot drift apart.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -19,7 +20,7 @@ from typing import Any, Final
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import InvalidError
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
-from .._values import spelled
+from .._values import shown, spelled
 
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -28,13 +29,21 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _joined(path: str, key: object) -> str:
+    """``path.key``; a key that is not a plain word is shown as its (short) repr."""
+    text = str(key)
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,60}", text):
+        text = shown(text)
+    return f"{path}.{text}" if path else text
+
+
 def _check_int_range(value: object, where: str) -> None:
     """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
     stack: list[tuple[str, object]] = [("", value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
-            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
+            stack.extend((_joined(path, key), v) for key, v in item.items())
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
         elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
