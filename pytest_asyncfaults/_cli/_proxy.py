@@ -90,7 +90,7 @@ def run_proxy(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Engine(seed=seed) as engine:
+        with Engine(seed=seed, allow_remote=allow_remote) as engine:
             for proxy in plans:
                 info = engine.create_proxy(proxy.name, proxy.upstream, proxy.listen)
                 print(f"{proxy.name}: listening on {info.listen} -> {info.upstream}", file=out)
