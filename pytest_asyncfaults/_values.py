@@ -77,9 +77,11 @@ def shown(value: object) -> str:
     return text if len(text) <= _SHOWN_MAX * 2 else text[: _SHOWN_MAX * 2] + "..."
 
 
-def clipped(text: str) -> str:
-    """``text`` itself (not its repr), cut to one line's worth, its length said when cut."""
-    return text if len(text) <= _SHOWN_MAX else f"{text[:_SHOWN_MAX]}... ({len(text)} characters)"
+def key_text(key: object) -> str:
+    """A key of a table or an object as a message names it: itself when it is a plain
+    word, else its short repr (a key with a newline must not break the message's line)."""
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]{1,60}", text) else shown(text)
 
 
 def spelled(field: str, value: object) -> str:

@@ -279,6 +279,7 @@ SCENARIOS: dict[str, tuple[str | bytes, str]] = {
     "not UTF-8": (b"description = '\xff\xfe'\n", "cannot be read"),
     "NUL in description": ('description = "a\\u0000b"\n', r"description=.* is not valid"),
     "unknown key": ("faults_ = []\n", "is not a key of a scenario"),
+    "a key with a newline": ('[[faults]]\n"\\n" = 1\n', r"faults\[0\]\.'\\n' is not a key"),
     "unknown key, long": ("x" * 5000 + " = 1\n", r"\(5000 characters\) is not a key"),
     "toxic nope": ('[[faults]]\nproxy = "db"\ntoxic = "nope"\n', "expected one of latency"),
     "stream sideways": (FAULT + 'stream = "sideways"\n', "'upstream'"),

@@ -22,10 +22,10 @@ from .._values import (
     NAME_MAX,
     SCENARIO_MAX_BYTES,
     TEXT_MAX,
-    clipped,
     integer,
     invalid,
     is_integer,
+    key_text,
     read_bounded,
     seconds,
     shown,
@@ -82,9 +82,9 @@ class _Reader:
             raise self.fail(key, value, f"a table with the keys {', '.join(allowed_keys)}")
         for name in value:
             if name not in allowed_keys:
-                where = f"{key}.{name}" if key else name
+                where = f"{key}.{key_text(name)}" if key else key_text(name)
                 raise ScenarioError(
-                    f"{self.source}: {clipped(where)} is not "
+                    f"{self.source}: {where} is not "
                     f"a key of {key or 'a scenario'}: expected one of {', '.join(allowed_keys)}"
                 )
         return value
@@ -140,7 +140,7 @@ class _FileWording(AttributeWording):
     def unknown(self, toxic_type: str, key: object) -> str:
         allowed = self.names(toxic_type, "none")
         return (
-            f"{self.key}.attributes.{clipped(str(key))} is not an attribute of {toxic_type}: "
+            f"{self.key}.attributes.{key_text(key)} is not an attribute of {toxic_type}: "
             f"expected {allowed}"
         )
 

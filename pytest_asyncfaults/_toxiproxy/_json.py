@@ -12,7 +12,6 @@ two sides of the protocol cannot drift apart.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -20,7 +19,7 @@ from typing import Any, Final
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import InvalidError
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
-from .._values import shown, spelled
+from .._values import key_text, spelled
 
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -31,9 +30,7 @@ def _reject_constant(name: str) -> object:
 
 def _joined(path: str, key: object) -> str:
     """``path.key``; a key that is not a plain word is shown as its (short) repr."""
-    text = str(key)
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,60}", text):
-        text = shown(text)
+    text = key_text(key)
     return f"{path}.{text}" if path else text
 
 
