@@ -88,3 +88,9 @@ def test_overhead_bench_times_each_suite_per_test() -> None:
         report["targets"]["added_ms_per_test"]["measured"]
         == (report["added_ms_per_test"]["app_client"])
     )
+
+
+def test_fuzz_bench_runs_the_readers() -> None:
+    report = quick_run("fuzz.py")
+    assert report["nothing_found"] is True
+    assert "passed" in report["result"]

@@ -18,6 +18,8 @@ from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
 from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
 from ._options import (
+    app_spec,
+    check_report_path,
     declared_proxies,
     engine_mode,
     env_lines,
@@ -44,10 +46,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # Bad settings are a usage error at start, not an error in every fixture.
     read_seed(config)
+    toxiproxy_url(config)
     engine_mode(config)
+    app_spec(config)
     declared_proxies(config)
     postgres_dsn(config)
     env_lines(config)
+    check_report_path(config)
     try:
         resolve({}, option_reader(config), ini_reader(config))
     except InvalidError as exc:
