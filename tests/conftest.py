@@ -23,11 +23,13 @@ from pytest_asyncfaults import Engine
 # of FastAPI on top of the one Starlette the plugin already holds, and its
 # routing would stop matching (307 for every path). Imported here once, it stays.
 
-# Faker's pytest plugin (installed with Litestar, through polyfactory) costs every pytest
-# start a third of a second of imports, and no test here uses it: the pytest runs the
-# tests start (pytester's, the examples') go without it, as this one does (pyproject).
+# Two plugins of the test tools cost every pytest start more than the plugin under test:
+# Faker's (installed with Litestar, through polyfactory: a third of a second of imports)
+# and Hypothesis's (its whole library, over a second; the fuzz tests' @given needs only
+# the library). No test uses either: the pytest runs the tests start (pytester's, the
+# examples') go without them, as this one does (pyproject's addopts).
 os.environ["PYTEST_ADDOPTS"] = " ".join(
-    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), "-p no:faker"])
+    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), "-p no:faker", "-p no:hypothesispytest"])
 )
 
 IO_TIMEOUT = 10.0

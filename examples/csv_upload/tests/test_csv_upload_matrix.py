@@ -77,7 +77,9 @@ def start_run(report: Path, seed: int, *args: str) -> subprocess.Popen[str]:
         "--asyncfaults-seed",
         str(seed),
         "-p",
-        "no:faker",  # a plugin Litestar brings along: a third of a second at each start
+        "no:faker",  # the test tools' plugins: a second and a half at each start
+        "-p",
+        "no:hypothesispytest",
         "--asyncfaults-timeline-dir",
         str(report.parent / "timelines"),
         *args,
