@@ -170,9 +170,9 @@ def test_the_phase_names_login_statement_and_idle() -> None:
     for tag, data in PG[0][:12]:
         (session.client if tag == "c" else session.server)(data)
         phases.append(session.phase())
-    assert phases[0] == "startup"
-    assert "authentication" in phases
-    assert "statement 1 `CREATE TABLE t (id int primary key, name text)`" in phases
+    assert phases[0] == "starting up"
+    assert "in authentication" in phases
+    assert "running statement 1 `CREATE TABLE t (id int primary key, name text)`" in phases
     assert phases[-1] == "idle"
 
 
@@ -229,7 +229,7 @@ def test_without_a_tracker_a_late_reader_takes_the_stream_to_be_between_messages
     (msg,) = late.client(message(b"Q", b"SELECT 1\0"))
     assert msg.statement is not None
     assert msg.statement.sql == "SELECT 1"
-    assert late.phase() == "statement 1 `SELECT 1`"
+    assert late.phase() == "running statement 1 `SELECT 1`"
 
 
 def test_an_error_response_round_trips() -> None:

@@ -33,7 +33,10 @@ from pytest_asyncfaults._scenario._judge import (
 from pytest_asyncfaults._scenario._toml import load_scenario, load_scenarios
 from pytest_asyncfaults._tasks._outcome import State
 
-ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
+ALL_TYPES = (
+    "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop, "
+    "pg_login, pg_error, pg_delay, pg_hang, pg_cut, smtp_reply, smtp_delay, smtp_cut"
+)
 FAULT_KEYS = "proxy, toxic, attributes, stream, toxicity, connections, start_after, duration, name"
 EXPECT_KEYS = "settle, outcome, exception, logged, cleaned_up, no_leaks, max_stall_ms"
 MS = "a whole number of milliseconds >= 0"

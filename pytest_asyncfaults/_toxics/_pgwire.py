@@ -160,9 +160,11 @@ class _Reader:
     @property
     def partial(self) -> tuple[str, int] | None:
         """The kind and start of a message begun but not complete, if its header is in."""
-        if self._end < 0:
-            return None
-        return (_kind_name(self._kind, self.untyped), self._start)
+        if self._end >= 0:
+            return (_kind_name(self._kind, self.untyped), self._start)
+        if self._header and not self.answers_due:
+            return (_kind_name(self._header[0], self.untyped), self._start)
+        return None
 
     def feed(self, data: bytes) -> list[PgMessage]:
         out: list[PgMessage] = []
@@ -519,16 +521,20 @@ class PgSession:
     # -- where it stands ----------------------------------------------------------------------
 
     def phase(self) -> str:
-        """The connection's protocol phase, as a hang report says it."""
+        """The connection's protocol phase, as a hang report says it after "connection 3 "."""
         if self.encrypted:
             return "encrypted (not read)"
         if self.opaque:
             return ""
-        if self.state in ("startup", "authentication", "cancel", "closed"):
-            return {"cancel": "a cancel request"}.get(self.state, self.state)
+        if self.state != "ready":
+            return {
+                "startup": "starting up",
+                "authentication": "in authentication",
+                "cancel": "sending a cancel request",
+            }.get(self.state, self.state)
         statement = self.in_flight()
         if statement is not None:
-            return f"statement {statement.number} `{statement.short(60)}`"
+            return f"running statement {statement.number} `{statement.short(60)}`"
         return {"T": "idle in a transaction", "E": "idle in a failed transaction"}.get(
             self.tx_status, "idle"
         )

@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError
-from . import TOXIC_TYPES
+from . import PROTOCOL_TOXICS, TOXIC_TYPES
+from ._stage import AttributeValue
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: Final = ("upstream", "downstream")
@@ -96,10 +97,24 @@ class ToxicSpec:
     type: str
     stream: Stream = "downstream"
     toxicity: float = 1.0
-    attributes: Mapping[str, int] = field(default_factory=dict)
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     connections: ConnectionSelector | None = None
     start_after: int = 0
     duration: int | None = None
+
+    def describe(self) -> str:
+        """``timeout downstream timeout=0``, or for a protocol toxic (which reads both
+        directions) ``pg_error sqlstate=40001 match='^INSERT'``: its strings left empty
+        are left out, one that is not a single word is quoted."""
+        parts = [self.type] if self.type in PROTOCOL_TOXICS else [self.type, self.stream]
+        for key, value in self.attributes.items():
+            if isinstance(value, str):
+                if value:
+                    word = re.fullmatch(r"[\w.:@<>/-]+", value)
+                    parts.append(f"{key}={value if word else repr(value)}")
+            else:
+                parts.append(f"{key}={value}")
+        return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """Toxiproxy's JSON shape, our extras only where set."""
@@ -125,6 +140,28 @@ def _int_problem(field_name: str, value: object, minimum: int) -> str | None:
         return f"{field_name}={value!r} is not valid: expected an integer >= {minimum}"
     if value < minimum:
         return f"{field_name}={value!r} is not valid: must be >= {minimum}"
+    return None
+
+
+TEXT_LIMIT: Final = 1000
+"""Characters a string attribute may have (a regex, an error message, a reply's text)."""
+
+
+def _text_problem(field_name: str, value: object) -> str | None:
+    """What is wrong with ``value`` as a protocol toxic's string attribute, or None.
+
+    Only the kind and the size are checked here; what the string must say (a
+    SQLSTATE, a regex that compiles) is the toxic's own ``Stage.check``.
+    """
+    if not isinstance(value, str):
+        return f"{field_name}={value!r} is not valid: expected a string"
+    if len(value) > TEXT_LIMIT:
+        return (
+            f"{field_name}={value[:40]!r}... is not valid: "
+            f"{len(value)} characters, at most {TEXT_LIMIT} are allowed"
+        )
+    if "\0" in value:
+        return f"{field_name}={value!r} is not valid: a NUL character cannot be sent"
     return None
 
 
@@ -160,7 +197,7 @@ class AttributeWording:
         return f"{toxic_type} attribute {key!r} is not valid: {toxic_type} takes {allowed}"
 
     def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
-        """``problem`` says it as every integer field of a toxic is told."""
+        """``problem`` says it as every integer (or string) field of a toxic is told."""
         return problem
 
     def rule(self, toxic_type: str, message: str) -> str:
@@ -186,21 +223,28 @@ def attribute_mapping(
 
 def check_attributes(
     toxic_type: str, attributes: Mapping[str, object], wording: AttributeWording = PLAIN
-) -> dict[str, int]:
-    """Validate a toxic's attributes; omitted ones default to 0, like Toxiproxy.
+) -> dict[str, AttributeValue]:
+    """Validate a toxic's attributes; omitted ones default to 0 (or "" for a protocol
+    toxic's strings), like Toxiproxy.
 
     The one validator of every door (Python, the HTTP API, scenario files);
     ``wording`` is the door's way of saying what is wrong.
     """
     stage = TOXIC_TYPES[toxic_type]
-    out = dict.fromkeys(stage.attribute_names, 0)
+    texts = stage.text_attribute_names
+    out: dict[str, AttributeValue] = {
+        name: "" if name in texts else 0 for name in stage.attribute_names
+    }
     for key, value in attribute_mapping(toxic_type, attributes, wording).items():
         if key not in out:
             raise InvalidError(wording.unknown(toxic_type, key))
-        problem = _int_problem(f"{toxic_type}.{key}", value, 0)
+        field_name = f"{toxic_type}.{key}"
+        problem = (
+            _text_problem(field_name, value) if key in texts else _int_problem(field_name, value, 0)
+        )
         if problem is not None:
             raise InvalidError(wording.bad_value(toxic_type, key, value, problem))
-        assert isinstance(value, int)
+        assert isinstance(value, int | str)
         out[key] = value
     try:
         stage.check(out)

@@ -8,7 +8,14 @@ under the engine, under a fake clock in the unit tests, and in any driver
 someone writes later (the h11 idea).
 
 Times are seconds on a monotonic clock (floats); attributes are Toxiproxy's
-integer units (ms, KB/s, bytes, us), converted once in ``configure``.
+integer units (ms, KB/s, bytes, us), converted once in ``configure``, and for
+the protocol toxics a few strings too (a SQLSTATE, a regex, an SMTP command).
+
+A protocol toxic reads both directions of a connection: it is a pair of
+stages sharing one state, one in each direction's chain (Toxiproxy's
+"bidirectional toxic"). Either one may make the other one's output due (an
+answer the proxy gives the client itself); the driver then asks the other
+chain's ``deadline`` again, which is the whole of the hook.
 """
 
 from __future__ import annotations
@@ -18,6 +25,36 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, final
+
+AttributeValue = int | str
+"""An attribute's value: Toxiproxy's integers, or a protocol toxic's strings."""
+Attributes = Mapping[str, AttributeValue]
+
+
+def int_attribute(attributes: Attributes, name: str) -> int:
+    """An integer attribute (0 when absent, as Toxiproxy's omitted attributes)."""
+    value = attributes.get(name, 0)
+    return value if isinstance(value, int) else 0
+
+
+def text_attribute(attributes: Attributes, name: str) -> str:
+    """A string attribute ("" when absent)."""
+    value = attributes.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something a protocol toxic saw or did on its connection, for the timeline.
+
+    ``injected`` marks what the toxic did (an answer it gave, a cut, a hold),
+    as opposed to what it read (a statement, an SMTP command).
+    """
+
+    at: float
+    text: str
+    injected: bool = False
 
 
 @final
@@ -67,20 +104,39 @@ class Stage:
 
     type_name: ClassVar[str]
     attribute_names: ClassVar[tuple[str, ...]]
+    text_attribute_names: ClassVar[tuple[str, ...]] = ()
+    """Those of ``attribute_names`` whose values are strings; the others are integers."""
+    bidirectional: ClassVar[bool] = False
+    """A protocol toxic: its stage (client to server) comes with a ``partner`` for the
+    other direction, whatever the toxic's ``stream`` says."""
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._rng = rng
         self._queue: deque[tuple[float, Event]] = deque()
         self._last_release = float("-inf")
         self._ended = False
         self.holding = 0
         """Bytes queued in this stage (the driver stops reading above a bound)."""
+        self.partner: Stage | None = None
+        """The stage of the same toxic in the other direction's chain, sharing its state."""
+        self.notes: list[Note] = []
+        """What a protocol toxic saw and did since the driver last took them."""
         self.configure(attributes)
+
+    @property
+    def phase(self) -> str:
+        """Where the connection's protocol stands, for a hang report ("" if unknown)."""
+        return ""
+
+    def joined_late(self, tracker: object = None) -> None:
+        """The stage joins a connection that has already carried data: it reads the
+        streams from the middle. Only the protocol toxics care; ``tracker`` is what the
+        driver read of the client's stream from its first byte, if anything."""
 
     # -- configuration -------------------------------------------------------
 
     @classmethod
-    def check(cls, attributes: Mapping[str, int]) -> None:
+    def check(cls, attributes: Attributes) -> None:
         """Refuse values this toxic cannot work with, once each is an integer >= 0.
 
         Raise ``InvalidError`` naming the field (``slicer.average_size=0 ...``).
@@ -88,7 +144,7 @@ class Stage:
         code that would break on such values. Most toxics have no such rule.
         """
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
+    def configure(self, attributes: Attributes) -> None:
         """Take new attribute values; state such as bytes counted is kept."""
 
     def start(self, now: float) -> None:

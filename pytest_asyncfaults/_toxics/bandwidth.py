@@ -10,10 +10,9 @@ nothing through until the toxic goes away (what Toxiproxy ends up doing).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Event, Marker, Stage
+from ._stage import Attributes, Data, Event, Marker, Stage, int_attribute
 
 
 @final
@@ -21,13 +20,13 @@ class Bandwidth(Stage):
     type_name = "bandwidth"
     attribute_names = ("rate",)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._busy_until = float("-inf")
         self._stalled: list[Event] = []
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._rate = attributes.get("rate", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._rate = int_attribute(attributes, "rate")
 
     def on_data(self, chunk: Data, now: float) -> None:
         if self._rate <= 0:

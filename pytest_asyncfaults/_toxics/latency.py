@@ -9,10 +9,9 @@ stage's seeded random source, in whole ms in ``[-jitter, jitter)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Event, Stage, ms
+from ._stage import Attributes, Data, Event, Stage, int_attribute, ms
 
 
 @final
@@ -20,9 +19,9 @@ class Latency(Stage):
     type_name = "latency"
     attribute_names = ("latency", "jitter")
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._latency = attributes.get("latency", 0)
-        self._jitter = attributes.get("jitter", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._latency = int_attribute(attributes, "latency")
+        self._jitter = int_attribute(attributes, "jitter")
 
     def _delay_ms(self) -> int:
         if self._jitter > 0:

@@ -8,10 +8,9 @@ state), so raising the limit lets more through on the same connection.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
-from ._stage import CLOSE, Data, Stage
+from ._stage import CLOSE, Attributes, Data, Stage, int_attribute
 
 
 @final
@@ -19,12 +18,12 @@ class LimitData(Stage):
     type_name = "limit_data"
     attribute_names = ("bytes",)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.transmitted = 0
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._limit = attributes.get("bytes", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._limit = int_attribute(attributes, "bytes")
 
     def on_data(self, chunk: Data, now: float) -> None:
         remaining = max(self._limit - self.transmitted, 0)

@@ -8,10 +8,9 @@ arrives from the trigger on is dropped, as the reset would discard it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
-from ._stage import RESET, Data, Event, Marker, Stage, ms
+from ._stage import RESET, Attributes, Data, Event, Marker, Stage, int_attribute, ms
 
 
 @final
@@ -19,12 +18,12 @@ class ResetPeer(Stage):
     type_name = "reset_peer"
     attribute_names = ("timeout",)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._reset_at: float | None = None
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._timeout = ms(attributes.get("timeout", 0))
+    def configure(self, attributes: Attributes) -> None:
+        self._timeout = ms(int_attribute(attributes, "timeout"))
 
     def _trigger(self, now: float) -> None:
         if self._reset_at is None:

@@ -6,10 +6,9 @@ a server lingers before closing its socket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import final
 
-from ._stage import Marker, Stage, ms
+from ._stage import Attributes, Marker, Stage, int_attribute, ms
 
 
 @final
@@ -17,8 +16,8 @@ class SlowClose(Stage):
     type_name = "slow_close"
     attribute_names = ("delay",)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._delay = ms(attributes.get("delay", 0))
+    def configure(self, attributes: Attributes) -> None:
+        self._delay = ms(int_attribute(attributes, "delay"))
 
     def on_end(self, event: Marker, now: float) -> None:
         self._release(event, now + self._delay)

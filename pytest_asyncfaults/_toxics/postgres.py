@@ -1,0 +1,456 @@
+"""PostgreSQL toxics: what a database does to an app, at the protocol phase it does it.
+
+- ``pg_login``: new connections are held, delayed or refused at their login
+  (startup and authentication); established ones carry on as before.
+- ``pg_error``: chosen statements fail with an error of a given SQLSTATE.
+- ``pg_delay`` / ``pg_hang``: chosen statements reach the server late, or
+  not while the toxic is there.
+- ``pg_cut``: the connection is cut in the middle of a chosen statement's
+  result (after N rows), or of the data of a ``COPY ... FROM STDIN``.
+
+Statements are chosen by ``match`` (a regex searched in the SQL text, as
+Python's ``re.search``: ``^INSERT INTO uploads``) and ``nth`` (only the Nth
+statement that matches on the connection, counted from 1; 0: every one).
+
+``pg_error`` does not answer for the server: it hands the server, in place of
+the statement, one that fails at once (a syntax error carrying a token), and
+rewrites that error into the one asked for. The server itself then skips the
+rest of the pipeline up to the next Sync, rolls back what an implicit
+transaction did, and reports the transaction status (``ReadyForQuery``
+``I``, ``T`` or ``E``) of a session that really did fail there, so the
+session is as consistent as after a real error. An error PostgreSQL sends as
+FATAL (admin_shutdown, crash_shutdown...) ends the connection after it, as
+the server does; the server sees the client go and rolls back.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Final, final
+
+from .._exceptions import InvalidError
+from ._pgwire import (
+    PgMessage,
+    PgSession,
+    Statement,
+    error_fields,
+    error_response,
+    parse_message,
+    query_message,
+)
+from ._protocol import ProtocolToxic
+from ._stage import CLOSE, RESET, Attributes, int_attribute, ms, text_attribute
+
+CONDITIONS: Final[dict[str, tuple[str, str]]] = {
+    "40001": ("serialization_failure", "could not serialize access due to concurrent update"),
+    "40P01": ("deadlock_detected", "deadlock detected"),
+    "57014": ("query_canceled", "canceling statement due to statement timeout"),
+    "57P01": ("admin_shutdown", "terminating connection due to administrator command"),
+    "57P02": (
+        "crash_shutdown",
+        "terminating connection because of crash of another server process",
+    ),
+    "57P03": ("cannot_connect_now", "the database system is starting up"),
+    "57P05": ("idle_session_timeout", "terminating connection due to idle-session timeout"),
+    "25P03": (
+        "idle_in_transaction_session_timeout",
+        "terminating connection due to idle-in-transaction timeout",
+    ),
+    "53300": ("too_many_connections", "sorry, too many clients already"),
+    "53100": ("disk_full", "could not extend file: No space left on device"),
+    "53200": ("out_of_memory", "out of memory"),
+    "55P03": ("lock_not_available", "could not obtain lock on row in relation"),
+    "23505": ("unique_violation", "duplicate key value violates unique constraint"),
+    "23503": ("foreign_key_violation", "insert or update violates foreign key constraint"),
+    "23502": ("not_null_violation", "null value in column violates not-null constraint"),
+    "08006": ("connection_failure", "connection failure"),
+    "08P01": ("protocol_violation", "protocol violation"),
+    "28P01": ("invalid_password", "password authentication failed"),
+    "3D000": ("invalid_catalog_name", "database does not exist"),
+}
+"""Well-known SQLSTATEs: their condition name and the message PostgreSQL gives (the
+default ``message`` of a toxic that sends one)."""
+
+FATAL: Final = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03", "53300", "28P01", "3D000"})
+"""SQLSTATEs PostgreSQL sends as FATAL, closing the connection after them."""
+
+_SQLSTATE: Final = re.compile(r"[0-9A-Z]{5}")
+_COPY_IN: Final = re.compile(r"(?is)^\s*copy\b.*\bfrom\s+stdin\b")
+LOGIN_ACTIONS: Final = ("hold", "delay", "refuse")
+
+
+def condition(sqlstate: str) -> str:
+    """``40001 (serialization_failure)``, or the bare code when it is not a known one."""
+    name = CONDITIONS.get(sqlstate, ("", ""))[0]
+    return f"{sqlstate} ({name})" if name else sqlstate
+
+
+def _check_sqlstate(toxic: str, value: str, *, required: bool) -> None:
+    if not value and not required:
+        return
+    if not _SQLSTATE.fullmatch(value):
+        examples = ", ".join(f"{code} {name}" for code, (name, _) in list(CONDITIONS.items())[:5])
+        raise InvalidError(
+            f"{toxic}.sqlstate={value!r} is not valid: expected a SQLSTATE, 5 characters "
+            f"of 0-9 and A-Z (e.g. {examples})"
+        )
+
+
+def _check_match(toxic: str, value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise InvalidError(
+            f"{toxic}.match={value!r} is not valid: the regex does not compile ({exc})"
+        ) from None
+
+
+class _PgToxic(ProtocolToxic):
+    """A toxic reading a PostgreSQL session (see ``_pgwire``)."""
+
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
+        self.session = PgSession()
+        self._login_done_noted = False
+        super().__init__(attributes, rng)
+
+    def read_client(self, data: bytes) -> list[PgMessage]:
+        return self.session.client(data)
+
+    def read_server(self, data: bytes) -> list[PgMessage]:
+        return self.session.server(data)
+
+    def opaque(self) -> bool:
+        return self.session.opaque
+
+    def joined_late(self, tracker: object = None) -> None:
+        self.session.joined_late(tracker)
+        self.start_at(self.session.client_offset)
+
+    @property
+    def phase(self) -> str:
+        return self.session.phase()
+
+    def client_item(self, item: Any, now: float) -> None:
+        msg: PgMessage = item
+        statement = msg.statement
+        if msg.kind == "startup":
+            session = self.session
+            self.note(f"startup: user {session.user}, database {session.database}", now)
+        elif msg.kind in ("Q", "E") and statement is not None:
+            self.note(f"statement {statement.number}: {statement.short()}", now)
+        self.client_message(msg, now)
+
+    def server_item(self, item: Any, now: float) -> None:
+        msg: PgMessage = item
+        if msg.kind == "Z" and self.session.state == "ready" and not self._login_done_noted:
+            self._login_done_noted = True
+            self.server.note("logged in (ReadyForQuery)", now)
+        self.server_message(msg, now)
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        """The toxic's decision about a message from the client."""
+
+    def server_message(self, msg: PgMessage, now: float) -> None:
+        """The toxic's decision about a message from the server."""
+
+
+class _StatementToxic(_PgToxic):
+    """A toxic acting on the statements that ``match`` (and, with ``nth``, the Nth of them)."""
+
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
+        self._matched = 0
+        super().__init__(attributes, rng)
+
+    def configure(self, attributes: Attributes) -> None:
+        match = text_attribute(attributes, "match")
+        self._match = re.compile(match) if match else None
+        self._nth = int_attribute(attributes, "nth")
+
+    @classmethod
+    def check(cls, attributes: Attributes) -> None:
+        _check_match(cls.type_name, text_attribute(attributes, "match"))
+
+    def selects(self, statement: Statement) -> bool:
+        """Whether this statement is one the toxic acts on (counting the matches)."""
+        if self._match is not None and not self._match.search(statement.sql):
+            return False
+        self._matched += 1
+        return self._nth == 0 or self._matched == self._nth
+
+    def client_decisive(self) -> int | None:
+        partial = self.session.client_reader.partial
+        if partial is not None and partial[0] in ("Q", "E"):
+            return partial[1]
+        return None
+
+
+@final
+class PgError(_StatementToxic):
+    """``pg_error``: the chosen statements fail with ``sqlstate`` and ``message``."""
+
+    type_name = "pg_error"
+    attribute_names = ("sqlstate", "message", "match", "nth")
+    text_attribute_names = ("sqlstate", "message", "match")
+
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
+        self._pending: dict[str, Statement] = {}
+        super().__init__(attributes, rng)
+
+    @classmethod
+    def check(cls, attributes: Attributes) -> None:
+        _check_sqlstate("pg_error", text_attribute(attributes, "sqlstate"), required=True)
+        super().check(attributes)
+
+    def configure(self, attributes: Attributes) -> None:
+        super().configure(attributes)
+        self._sqlstate = text_attribute(attributes, "sqlstate")
+        self._message = (
+            text_attribute(attributes, "message")
+            or CONDITIONS.get(
+                self._sqlstate,
+                ("", f"error injected by pytest-asyncfaults (pg_error {self._sqlstate})"),
+            )[1]
+        )
+        self._severity = "FATAL" if self._sqlstate in FATAL else "ERROR"
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        statement = msg.statement
+        if msg.kind not in ("Q", "E") or statement is None or not self.selects(statement):
+            return
+        token = f"asyncfaults_{self._rng.getrandbits(48):012x}"
+        self._pending[token] = statement
+        failing = f"/* pg_error {self._sqlstate} injected by pytest-asyncfaults */ {token}"
+        if msg.kind == "Q":
+            self.replace(msg, query_message(failing), now)
+        else:
+            # The portal's Bind went through: the server fails here, then skips to Sync.
+            self.insert_before(msg, parse_message("asyncfaults_injected", failing), now)
+
+    def server_decisive(self) -> int | None:
+        if not self._pending:
+            return None
+        partial = self.session.server_reader.partial
+        return partial[1] if partial is not None and partial[0] == "E" else None
+
+    def server_message(self, msg: PgMessage, now: float) -> None:
+        if msg.kind == "Z" and msg.group is not None and self._pending:
+            # A token the server never reported: an earlier error skipped our statement.
+            for token, statement in list(self._pending.items()):
+                if statement in msg.group.statements:
+                    del self._pending[token]
+            return
+        if msg.kind != "E" or not self._pending:
+            return
+        text = error_fields(msg.body).get("M", "")
+        for token, statement in self._pending.items():
+            if token in text:
+                del self._pending[token]
+                answer = error_response(self._severity, self._sqlstate, self._message)
+                self.server.replace(msg, answer, now)
+                self.server.note(
+                    f"injected {self._severity} {condition(self._sqlstate)} for statement "
+                    f"{statement.number}: {self._message}",
+                    now,
+                    injected=True,
+                )
+                if self._severity == "FATAL":
+                    self.server.close_now(now, "connection closed after the FATAL error")
+                return
+
+
+@final
+class PgLogin(_PgToxic):
+    """``pg_login``: a new connection's login is held, delayed by ``delay`` ms, or refused
+    with ``sqlstate`` (53300 too_many_connections by default, or 57P03 cannot_connect_now)."""
+
+    type_name = "pg_login"
+    attribute_names = ("action", "delay", "sqlstate", "message")
+    text_attribute_names = ("action", "sqlstate", "message")
+
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
+        self._login_at: float | None = None
+        self._held_login = False
+        super().__init__(attributes, rng)
+
+    @classmethod
+    def check(cls, attributes: Attributes) -> None:
+        action = text_attribute(attributes, "action") or "hold"
+        if action not in LOGIN_ACTIONS:
+            raise InvalidError(
+                f"pg_login.action={action!r} is not valid: expected one of "
+                f"{', '.join(LOGIN_ACTIONS)}"
+            )
+        if action == "delay" and int_attribute(attributes, "delay") <= 0:
+            raise InvalidError(
+                "pg_login.delay=0 is not valid with action='delay': give the delay in ms (> 0)"
+            )
+        _check_sqlstate("pg_login", text_attribute(attributes, "sqlstate"), required=False)
+
+    def configure(self, attributes: Attributes) -> None:
+        self._action = text_attribute(attributes, "action") or "hold"
+        self._delay = ms(int_attribute(attributes, "delay"))
+        self._sqlstate = text_attribute(attributes, "sqlstate") or "53300"
+        self._message = (
+            text_attribute(attributes, "message")
+            or CONDITIONS.get(
+                self._sqlstate, ("", "connection refused by pytest-asyncfaults (pg_login)")
+            )[1]
+        )
+
+    @property
+    def phase(self) -> str:
+        return "held in authentication" if self._held_login else self.session.phase()
+
+    def client_decisive(self) -> int | None:
+        if self._action != "refuse":
+            return None
+        partial = self.session.client_reader.partial
+        return partial[1] if partial is not None and partial[0] == "startup" else None
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        if msg.kind != "startup":
+            return
+        if self._action == "refuse":
+            self.drop(msg, now)
+            self.server.answer(
+                error_response("FATAL", self._sqlstate, self._message), now, close=True
+            )
+            self.note(f"login refused: FATAL {condition(self._sqlstate)}", now, injected=True)
+            return
+        self._login_at = now
+
+    def server_message(self, msg: PgMessage, now: float) -> None:
+        if self._login_at is None:
+            return
+        login_at, self._login_at = self._login_at, None
+        if self._action == "hold":
+            self._held_login = True
+            self.server.hang_from(msg, now)
+            self.server.note(
+                "login held: the server's answer is kept from the client", now, injected=True
+            )
+        else:
+            self.server.delay_from(msg, login_at + self._delay, now)
+            self.server.note(f"login delayed by {self._delay * 1000:g} ms", now, injected=True)
+
+
+@final
+class PgDelay(_StatementToxic):
+    """``pg_delay``: the chosen statements reach the server ``delay`` ms late (and what the
+    client sends after them waits behind them)."""
+
+    type_name = "pg_delay"
+    attribute_names = ("delay", "match", "nth")
+    text_attribute_names = ("match",)
+
+    def configure(self, attributes: Attributes) -> None:
+        super().configure(attributes)
+        self._delay = ms(int_attribute(attributes, "delay"))
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        statement = msg.statement
+        if msg.kind in ("Q", "E") and statement is not None and self.selects(statement):
+            self.delay_from(msg, now + self._delay, now)
+            self.note(
+                f"statement {statement.number} delayed by {self._delay * 1000:g} ms",
+                now,
+                injected=True,
+            )
+
+
+@final
+class PgHang(_StatementToxic):
+    """``pg_hang``: the chosen statement does not reach the server while the toxic is there
+    (nor does anything the client sends after it); it goes on when the toxic goes."""
+
+    type_name = "pg_hang"
+    attribute_names = ("match", "nth")
+    text_attribute_names = ("match",)
+
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
+        self._held_statement: Statement | None = None
+        super().__init__(attributes, rng)
+
+    @property
+    def phase(self) -> str:
+        held = self._held_statement
+        if held is not None and self.hanging:
+            return f"held at statement {held.number} `{held.short(60)}`"
+        return self.session.phase()
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        statement = msg.statement
+        if msg.kind in ("Q", "E") and statement is not None and self.selects(statement):
+            self._held_statement = statement
+            self.hang_from(msg, now)
+            self.note(f"statement {statement.number} held", now, injected=True)
+
+
+@final
+class PgCut(_StatementToxic):
+    """``pg_cut``: the connection is closed (``reset`` 1: reset) once ``after_rows`` rows of
+    a chosen statement's result reached the client, before the next message of that result;
+    for a ``COPY ... FROM STDIN``, once ``after_rows`` of the client's CopyData reached the
+    server. ``after_rows`` 0 cuts before any of the result (the statement ran; its answer
+    never comes). A result of fewer rows is not cut."""
+
+    type_name = "pg_cut"
+    attribute_names = ("after_rows", "match", "nth", "reset")
+    text_attribute_names = ("match",)
+
+    @classmethod
+    def check(cls, attributes: Attributes) -> None:
+        if int_attribute(attributes, "reset") not in (0, 1):
+            raise InvalidError(
+                f"pg_cut.reset={attributes.get('reset')!r} is not valid: expected 0 (close the "
+                f"connection) or 1 (reset it, TCP RST)"
+            )
+        super().check(attributes)
+
+    def configure(self, attributes: Attributes) -> None:
+        super().configure(attributes)
+        self._after = int_attribute(attributes, "after_rows")
+        self._marker = RESET if int_attribute(attributes, "reset") else CLOSE
+
+    def _how(self, statement: Statement) -> str:
+        verb = "reset" if self._marker is RESET else "closed"
+        return f"connection {verb} after {self._after} row(s) of statement {statement.number}"
+
+    def client_message(self, msg: PgMessage, now: float) -> None:
+        statement = msg.statement
+        if statement is None:
+            return
+        if msg.kind in ("Q", "E"):
+            if not self.selects(statement):
+                return
+            statement.tags["cut"] = True
+            if self._after == 0:
+                if _COPY_IN.match(statement.sql):
+                    self.arm_cut(msg.end, self._marker, self._how(statement))
+                elif self.session.current is statement:
+                    self.server.arm_cut(self.server.received, self._marker, self._how(statement))
+        elif msg.kind == "d" and statement.tags.get("cut") and msg.index == self._after:
+            self.arm_cut(msg.end, self._marker, self._how(statement))
+
+    def server_message(self, msg: PgMessage, now: float) -> None:
+        statement = msg.statement
+        if (
+            msg.kind in ("D", "d")
+            and statement is not None
+            and statement.tags.get("cut")
+            and msg.index == self._after
+        ):
+            self.server.arm_cut(msg.end, self._marker, self._how(statement))
+            return
+        current = msg.current
+        if (
+            self._after == 0
+            and current is not None
+            and current.tags.get("cut")
+            and not _COPY_IN.match(current.sql)
+        ):
+            self.server.arm_cut(msg.end, self._marker, self._how(current))
+
+
+PG_TOXICS: Final = (PgLogin, PgError, PgDelay, PgHang, PgCut)
