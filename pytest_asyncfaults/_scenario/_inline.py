@@ -27,11 +27,46 @@ def _scalar(text: str) -> object:
     return text
 
 
+def _items(options: str, field: str, text: str) -> list[str]:
+    """``key=value`` items split at commas, except inside single or double quotes (a regex
+    or a message may hold a comma: ``match='^INSERT INTO t \\(a, b\\)'``)."""
+    items: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in options:
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            current.append(char)
+        elif char == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quote:
+        raise ScenarioError(f"{field}={text!r} is not valid: a quote ({quote}) is not closed")
+    items.append("".join(current))
+    return [item for item in items if item.strip()]
+
+
+def _unquote(value: str) -> str:
+    """A string attribute's value, its surrounding quotes (if any) taken off."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
-    """``proxy:toxic[:key=value,...]``, e.g. ``postgres:latency:latency=200,stream=upstream``.
+    """``proxy:toxic[:key=value,...]``, e.g. ``postgres:latency:latency=200,stream=upstream``
+    or ``postgres:pg_error:sqlstate=40001,match='^INSERT INTO uploads'``.
 
     Keys are the toxic's attributes and the fault options of a scenario
-    (``stream``, ``toxicity``, ``connections``, ``start_after``, ``duration``, ``name``).
+    (``stream``, ``toxicity``, ``connections``, ``start_after``, ``duration``, ``name``);
+    a protocol toxic's string attributes are taken as written (quoted, they may hold commas).
     """
     proxy, sep, rest = text.partition(":")
     toxic, _, options = rest.partition(":")
@@ -42,13 +77,16 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
         )
     table: dict[str, Any] = {"proxy": proxy, "toxic": toxic, "attributes": {}}
     allowed = TOXIC_TYPES[toxic].attribute_names if toxic in TOXIC_TYPES else ()
-    for item in filter(None, options.split(",")):
+    texts = TOXIC_TYPES[toxic].text_attribute_names if toxic in TOXIC_TYPES else ()
+    for item in _items(options, field, text):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
             raise ScenarioError(f"{field}={text!r}: {item!r} is not valid: expected key=value")
         if key in FAULT_KEYS and key not in ("proxy", "toxic", "attributes"):
             table[key] = _scalar(value.strip())
+        elif key in texts:
+            table["attributes"][key] = _unquote(value)  # "40001" stays a string
         elif key in allowed or toxic not in TOXIC_TYPES:
             table["attributes"][key] = _scalar(value.strip())
         else:

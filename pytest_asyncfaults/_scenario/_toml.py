@@ -139,6 +139,9 @@ class _FileWording(AttributeWording):
         )
 
     def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
+        if key in TOXIC_TYPES[toxic_type].text_attribute_names:
+            # A protocol toxic's string: the validator's own words, at the file's key.
+            return problem.replace(f"{toxic_type}.{key}=", f"{self.key}.attributes.{key}=", 1)
         return (
             f"{self.key}.attributes.{key}={value!r} is not valid: "
             f"expected a whole number >= 0 ({toxic_type}'s {key})"
