@@ -39,9 +39,9 @@ def ready(status: bytes = b"I") -> bytes:
 class Pair:
     """A protocol toxic's two stages driven as the engine drives them, on a fake clock."""
 
-    def __init__(self, toxic_type: str, seed: int = 1, **attributes: object) -> None:
+    def __init__(self, toxic_type: str, **attributes: object) -> None:
         spec = make_toxic(toxic_type, attributes=attributes)
-        stage = TOXIC_TYPES[toxic_type](spec.attributes, random.Random(seed))
+        stage = TOXIC_TYPES[toxic_type](spec.attributes, random.Random(1))
         assert isinstance(stage, ProtocolToxic)
         self.toxic = stage
         self.up: Stage = stage
