@@ -470,6 +470,15 @@ def test_smtp_cut_after_data_lets_the_server_take_the_mail_and_the_client_never_
     assert pair.closed == [("down", CLOSE)]
 
 
+def test_smtp_cut_after_the_greeting_cuts_before_it_reaches_the_client() -> None:
+    pair = Pair("smtp_cut", after="greeting", reset=1)
+    pair.server(b"220 mail.exa")
+    assert pair.take_client() == b""  # held until it is known to be the greeting
+    pair.server(b"mple.com ESMTP\r\n")
+    assert pair.take_client() == b""
+    assert pair.closed == [("down", RESET)]
+
+
 # -- validation ------------------------------------------------------------------------------
 
 BAD: list[tuple[str, dict[str, object], str]] = [

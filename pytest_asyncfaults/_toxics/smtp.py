@@ -305,10 +305,6 @@ class SmtpCut(_SmtpToxic):
     attribute_names = ("after", "nth", "reset")
     text_attribute_names = ("after",)
 
-    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
-        self._armed_greeting = False
-        super().__init__(attributes, rng)
-
     @classmethod
     def check(cls, attributes: Attributes) -> None:
         after = text_attribute(attributes, "after") or "data"
@@ -329,19 +325,11 @@ class SmtpCut(_SmtpToxic):
         verb = "reset" if self._marker is RESET else "closed"
         return f"connection {verb} before the reply to {describe_exchange(exchange)}"
 
-    def read_server(self, data: bytes) -> list[SmtpItem]:
+    def server_decisive(self) -> int | None:
         expected = self.session.expected
-        if (
-            self._after == "greeting"
-            and not self._armed_greeting
-            and expected
-            and expected[0].kind == "greeting"
-        ):
-            self._armed_greeting = True
-            if self.selects(expected[0], "greeting", self._nth):
-                offset = self.server.received - len(data)
-                self.server.arm_cut(offset, self._marker, self._how(expected[0]))
-        return super().read_server(data)
+        if self._after == "greeting" and expected and expected[0].kind == "greeting":
+            return self.session.server_partial  # held until it is known to be a greeting
+        return None
 
     def client_exchange(self, item: SmtpItem, exchange: Exchange, now: float) -> None:
         if self._after == "greeting" or not self.selects(exchange, self._after, self._nth):
@@ -352,6 +340,15 @@ class SmtpCut(_SmtpToxic):
             self.server.arm_cut(self.server.received, self._marker, self._how(exchange))
 
     def server_reply(self, item: SmtpItem, now: float) -> None:
+        exchange = item.exchange
+        if (
+            self._after == "greeting"
+            and exchange is not None
+            and exchange.kind == "greeting"
+            and self.selects(exchange, "greeting", self._nth)
+        ):
+            self.server.arm_cut(item.start, self._marker, self._how(exchange))
+            return
         head = item.next_head
         if head is not None and head.tags.get("cut"):
             self.server.arm_cut(item.end, self._marker, self._how(head))
