@@ -231,6 +231,11 @@ def test_pg_shaped_100_mb_each_way_through_toxics_that_match_nothing_is_byte_exa
     assert not [e for e in engine.protocol_events("pg") if e.injected]  # ...and did nothing
 
 
+def send_all_then_eof(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+
+
 def test_random_bytes_through_every_protocol_toxic_are_byte_exact(
     engine: Engine, peer_factory: PeerFactory
 ) -> None:
@@ -241,7 +246,7 @@ def test_random_bytes_through_every_protocol_toxic_are_byte_exact(
     seen_by_server = hashlib.sha256()
 
     def server(conn: socket.socket) -> None:
-        writer = threading.Thread(target=lambda: (conn.sendall(down), conn.shutdown(1)))
+        writer = threading.Thread(target=send_all_then_eof, args=(conn, down))
         writer.start()
         while data := conn.recv(1 << 20):
             seen_by_server.update(data)
@@ -259,7 +264,7 @@ def test_random_bytes_through_every_protocol_toxic_are_byte_exact(
         engine.add_toxic("any", make_toxic(toxic_type, attributes=attributes))
     seen_by_client = hashlib.sha256()
     with connect(info.listen, timeout=IO_TIMEOUT * 6) as sock:
-        writer = threading.Thread(target=lambda: (sock.sendall(up), sock.shutdown(1)))
+        writer = threading.Thread(target=send_all_then_eof, args=(sock, up))
         writer.start()
         while data := sock.recv(1 << 20):
             seen_by_client.update(data)

@@ -23,7 +23,6 @@ from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, InvalidError
 from .._scenario._inline import scenario_from_options
 
-
 SHOWN_EVENTS: Final = 20
 """What the protocol toxics did, printed at the end: the latest, per proxy."""
 
