@@ -406,7 +406,7 @@ class Proxy:
         """Statements that ``match`` (a regex searched in their SQL; every one by default)
         fail with an error of ``sqlstate`` (``"40001"`` serialization_failure,
         ``"40P01"``, ``"57014"``, ``"57P01"`` admin_shutdown and a close, ``"23505"``...);
-        ``nth``: only the Nth of them on a connection."""
+        ``nth``: only the Nth of them the proxy sees from now on (across its connections)."""
         return self.toxic(
             "pg_error", sqlstate=sqlstate, message=message, match=match, nth=nth, **options
         )
@@ -450,7 +450,8 @@ class Proxy:
     ) -> ToxicScope:
         """``command`` (``"greeting"``, ``"ehlo"``, ``"mail"``, ``"rcpt"``, ``"data"``,
         ``"end_of_data"``...) is answered with ``code`` and ``text`` by the proxy, which
-        keeps it from the server: 451 greylisting, 452, 550, 552, 554, 421 (and a close)."""
+        keeps it from the server: 451 greylisting, 452, 550, 552, 554, 421 (and a close);
+        ``nth``: only the Nth such command from now on (``nth=1``: the retry goes through)."""
         return self.toxic("smtp_reply", command=command, code=code, text=text, nth=nth, **options)
 
     def smtp_delay(

@@ -66,6 +66,8 @@ class _ToxicState:
     active: bool = False
     hits: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    shared: dict[str, int] = field(default_factory=dict)
+    """What the toxic counts across its connections (``Stage.shared``)."""
     accepted_before: int = 0
     """Connections the proxy had accepted when the toxic was added.
 
@@ -311,6 +313,7 @@ class _Connection:
         if targeted and rng.random() < spec.toxicity:
             state.hits += 1
             stage = TOXIC_TYPES[spec.type](spec.attributes, rng)
+            stage.shared = state.shared
             if self.carried:
                 stage.joined_late(self.tracker)
             return stage

@@ -264,6 +264,12 @@ class ProtocolToxic(Face):
         self.partner = self.server
         self.server.partner = self
 
+    def count(self, key: str) -> int:
+        """One more of ``key`` across the toxic's connections (see ``Stage.shared``): the
+        how-manyth this one is."""
+        self.shared[key] = self.shared.get(key, 0) + 1
+        return self.shared[key]
+
     # the client's side: this face
     def _read(self, data: bytes) -> Sequence[Any]:
         return self.read_client(data)

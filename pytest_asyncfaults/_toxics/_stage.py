@@ -121,6 +121,9 @@ class Stage:
         """The stage of the same toxic in the other direction's chain, sharing its state."""
         self.notes: list[Note] = []
         """What a protocol toxic saw and did since the driver last took them."""
+        self.shared: dict[str, int] = {}
+        """What one toxic counts across all its connections (the Nth statement the proxy
+        sees): the driver hands every stage of a toxic the same dict."""
         self.configure(attributes)
 
     @property

@@ -10,7 +10,8 @@
 
 Statements are chosen by ``match`` (a regex searched in the SQL text, as
 Python's ``re.search``: ``^INSERT INTO uploads``) and ``nth`` (only the Nth
-statement that matches on the connection, counted from 1; 0: every one).
+statement that matches, counted from 1 across the proxy's connections since
+the toxic was added; 0: every one).
 
 ``pg_error`` does not answer for the server: it hands the server, in place of
 the statement, one that fails at once (a syntax error carrying a token), and
@@ -158,10 +159,6 @@ class _PgToxic(ProtocolToxic):
 class _StatementToxic(_PgToxic):
     """A toxic acting on the statements that ``match`` (and, with ``nth``, the Nth of them)."""
 
-    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
-        self._matched = 0
-        super().__init__(attributes, rng)
-
     def configure(self, attributes: Attributes) -> None:
         match = text_attribute(attributes, "match")
         self._match = re.compile(match) if match else None
@@ -175,8 +172,8 @@ class _StatementToxic(_PgToxic):
         """Whether this statement is one the toxic acts on (counting the matches)."""
         if self._match is not None and not self._match.search(statement.sql):
             return False
-        self._matched += 1
-        return self._nth == 0 or self._matched == self._nth
+        matched = self.count("matched")
+        return self._nth == 0 or matched == self._nth
 
     def client_decisive(self) -> int | None:
         partial = self.session.client_reader.partial

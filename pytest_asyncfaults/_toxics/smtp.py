@@ -16,8 +16,9 @@
 ``ehlo`` (EHLO or HELO), ``starttls``, ``auth``, ``mail``, ``rcpt``,
 ``data`` (the DATA command; for ``smtp_cut``, the whole message: its end),
 ``end_of_data`` (the line with the single dot, or the last BDAT chunk),
-``rset``, ``noop``, ``quit``. ``nth`` picks the Nth time it comes on the
-connection (0: every time).
+``rset``, ``noop``, ``quit``. ``nth`` picks the Nth time it comes, counted
+across the proxy's connections since the toxic was added (0: every time):
+``smtp_reply("rcpt", 451, nth=1)`` is greylisting, the retry goes through.
 
 A reply of the toxic's own to ``end_of_data`` cannot let the server take the
 message either, so the dot never reaches the server: the server's side of
@@ -82,7 +83,6 @@ class _SmtpToxic(ProtocolToxic):
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.session = SmtpSession()
-        self._counts: dict[str, int] = {}
         super().__init__(attributes, rng)
 
     def read_client(self, data: bytes) -> list[SmtpItem]:
@@ -107,8 +107,8 @@ class _SmtpToxic(ProtocolToxic):
         kind = exchange.kind
         if kind != point and not (point == "end_of_data" and kind == "end_of_data"):
             return False
-        self._counts[point] = self._counts.get(point, 0) + 1
-        return nth == 0 or self._counts[point] == nth
+        seen = self.count(point)
+        return nth == 0 or seen == nth
 
     def client_item(self, item: Any, now: float) -> None:
         smtp: SmtpItem = item
