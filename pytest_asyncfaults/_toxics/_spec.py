@@ -81,6 +81,10 @@ class ConnectionSelector:
         return cls(tuple(ranges))
 
 
+_UNSET_WHEN_ZERO: Final = frozenset({"nth", "reset", "delay"})
+"""A protocol toxic's integers that mean "not used" at 0: a report leaves them out."""
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class ToxicSpec:
@@ -112,7 +116,7 @@ class ToxicSpec:
                 if value:
                     word = re.fullmatch(r"[\w.:@<>/-]+", value)
                     parts.append(f"{key}={value if word else repr(value)}")
-            else:
+            elif value or self.type not in PROTOCOL_TOXICS or key not in _UNSET_WHEN_ZERO:
                 parts.append(f"{key}={value}")
         return " ".join(parts)
 
