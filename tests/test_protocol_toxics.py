@@ -175,9 +175,7 @@ def test_a_stream_that_is_not_the_protocol_passes_untouched() -> None:
         for offset in range(0, len(blob), 7000):
             pair.client(blob[offset : offset + 7000]).server(blob[offset : offset + 5000])
         assert pair.take_server() == blob, toxic_type
-        assert pair.take_client() == b"".join(
-            blob[o : o + 5000] for o in range(0, len(blob), 7000)
-        )
+        assert pair.take_client() == b"".join(blob[o : o + 5000] for o in range(0, len(blob), 7000))
 
 
 # -- pg_error ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import errno
 import random
-import re
 import socket
 import struct
 from collections import deque
@@ -45,7 +44,6 @@ _WRITE_HIGH_WATER: Final = 1024 * 1024
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)
 PROTOCOL_LOG: Final = 2000
 """Protocol events a proxy keeps (the latest), for the timeline of a failure."""
-_NUMBERS: Final = re.compile(r"\d+")
 
 
 def draw(seed: int, *key: object) -> random.Random:
@@ -225,9 +223,10 @@ class _Connection:
 
     def _after_paired_run(self, direction: int) -> None:
         """The engine's one hook for protocol toxics: a stage of this chain may have made
-        its partner's output due (an answer for the client), so the other chain's deadline
-        is asked again; and what the toxics noted goes to the proxy's log."""
-        self._after_chain_change(1 - direction)
+        its partner's output due (an answer for the client, a cut), so the other chain's
+        deadline is asked again; and what the toxics noted goes to the proxy's log."""
+        if self.chains[1 - direction].take_nudge():
+            self._after_chain_change(1 - direction)
         for chain in self.chains:
             notes = chain.take_notes()
             if notes:
@@ -371,6 +370,7 @@ class _Connection:
         if self in self.proxy.connections:
             self.proxy.connections.discard(self)
             self.proxy.closed += 1
+        self.proxy.forget(self.number)
         return True
 
     def close(self) -> None:
@@ -428,30 +428,32 @@ class _Proxy:
         self.closed = 0
         self.bytes = [0, 0]
         self.upstream_errors = 0
-        self.protocol_log: deque[ProtocolEvent] = deque(maxlen=PROTOCOL_LOG)
+        self.protocol_log: deque[tuple[int, Note]] = deque(maxlen=PROTOCOL_LOG)
+        self._last_notes: dict[int, Note] = {}
 
     def count_bytes(self, direction: int, size: int) -> None:
         self.bytes[direction] += size
 
     def log(self, connection: int, notes: list[Note]) -> None:
-        """What a connection's protocol toxics noted; a run of alike notes is kept as one."""
-        log = self.protocol_log
+        """What a connection's protocol toxics noted. A note is kept as it is (its toxic
+        counts repeats in it later); the same note from two toxics reading the same
+        connection is kept once."""
+        last = self._last_notes
         for note in notes:
-            last = next((event for event in reversed(log) if event.connection == connection), None)
-            if last is not None and last.at == note.at and last.text == note.text:
-                continue  # two toxics reading the same connection noted the same thing
-            if (
-                last is not None
-                and log[-1] is last
-                and not last.injected
-                and not note.injected
-                and _NUMBERS.sub("#", last.text) == _NUMBERS.sub("#", note.text)
-            ):
-                log[-1] = ProtocolEvent(
-                    connection, last.at, last.text, False, last.repeats + 1, note.at
-                )
+            previous = last.get(connection)
+            if previous is not None and previous.at == note.at and previous.text == note.text:
                 continue
-            log.append(ProtocolEvent(connection, note.at, note.text, note.injected, 1, note.at))
+            last[connection] = note
+            self.protocol_log.append((connection, note))
+
+    def forget(self, connection: int) -> None:
+        self._last_notes.pop(connection, None)
+
+    def protocol_events(self) -> tuple[ProtocolEvent, ...]:
+        return tuple(
+            ProtocolEvent(number, note.at, note.text, note.injected, note.repeats, note.until)
+            for number, note in self.protocol_log
+        )
 
     def _accept(self) -> asyncio.Protocol:
         self.accepted += 1
@@ -651,7 +653,7 @@ class FaultCore:
     async def protocol_events(self, name: str) -> tuple[ProtocolEvent, ...]:
         """What the proxy's protocol toxics saw and did, oldest first (the latest
         ``PROTOCOL_LOG``)."""
-        return tuple(self._proxy(name).protocol_log)
+        return self._proxy(name).protocol_events()
 
     async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
         return self._proxy(proxy).ordered_toxics()

@@ -28,6 +28,15 @@ class ToxicChain:
     def _pairing_changed(self) -> None:
         self.paired = any(stage.partner is not None for _, stage in self._stages)
 
+    def take_nudge(self) -> bool:
+        """Whether a partner made output of a stage here due since the last call."""
+        nudged = False
+        for _, stage in self._stages:
+            if stage.nudged:
+                stage.nudged = False
+                nudged = True
+        return nudged
+
     def take_notes(self) -> list[Note]:
         """What the protocol toxics here noted since the last call (for the timeline)."""
         notes: list[Note] = []

@@ -26,7 +26,9 @@ extended-protocol statement's SQL is the one its portal was bound from.
 
 from __future__ import annotations
 
+import functools
 import re
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -49,6 +51,17 @@ Notice, Authentication, PortalSuspended, ParameterStatus, ParameterDescription,
 RowDescription, NegotiateProtocolVersion, FunctionCallResponse, CopyBoth, ReadyForQuery."""
 _BULK: Final = frozenset(b"dD")
 """CopyData and DataRow: counted, never kept (they are most of a big result)."""
+_LENGTH: Final = struct.Struct("!I")
+_ROWS: Final = frozenset(b"Dd")
+_STATEMENTS: Final = frozenset(b"QE")
+_NAMES: Final = frozenset(b"PBCX")
+"""Client messages the tracker reads: Parse, Bind and Close name statements and portals,
+Terminate ends the session."""
+_DONE: Final = frozenset(b"CIs")
+"""CommandComplete, EmptyQueryResponse, PortalSuspended: a statement's result ended."""
+_MEANINGFUL: Final = frozenset(b"ZE")
+"""ReadyForQuery and ErrorResponse: what else changes what the session knows."""
+_KINDS: Final = tuple(chr(code) for code in range(256))
 
 
 @final
@@ -76,8 +89,11 @@ class Statement:
 _PASSWORD: Final = re.compile(r"(?i)(password\s+)'(?:[^']|'')*'")
 
 
+@functools.lru_cache(maxsize=512)
 def shorten_sql(sql: str, limit: int = 72) -> str:
-    """One line of SQL for a note or a report: spaces squeezed, passwords hidden, cut."""
+    """One line of SQL for a note or a report: spaces squeezed, passwords hidden, cut.
+
+    Cached: an app runs the same few statements over and over."""
     text = _PASSWORD.sub(r"\1'***'", " ".join(sql.split()))
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -143,6 +159,11 @@ class _Reader:
         self._end = -1
         self._body: bytearray | None = None
 
+    @property
+    def at_boundary(self) -> bool:
+        """Between typed messages: the next byte starts one."""
+        return self._end < 0 and not (self._header or self.untyped or self.answers_due)
+
     def copy(self) -> _Reader:
         """A reader that goes on from exactly where this one is (mid-message included)."""
         twin = _Reader(self.types)
@@ -169,6 +190,8 @@ class _Reader:
     def feed(self, data: bytes) -> list[PgMessage]:
         out: list[PgMessage] = []
         pos, size, base = 0, len(data), self.offset
+        if self._end < 0 and not (self._header or self.untyped or self.answers_due):
+            pos = self._whole_messages(data, out)
         while pos < size and not self.broken:
             if self._end < 0:
                 if self.answers_due:
@@ -202,6 +225,24 @@ class _Reader:
                 out.append(self._complete())
         self.offset = base + size
         return out
+
+    def _whole_messages(self, data: bytes, out: list[PgMessage]) -> int:
+        """The common case, quickly: typed messages that start and end in this chunk. Returns
+        where the first one that does not (or the chunk's end) starts."""
+        pos, size, base = 0, len(data), self.offset
+        types, unpack, kinds = self.types, _LENGTH.unpack_from, _KINDS
+        while size - pos >= 5:
+            kind = data[pos]
+            (length,) = unpack(data, pos + 1)
+            if kind not in types or not 4 <= length <= MAX_MESSAGE:
+                return pos  # the general loop says what is wrong
+            end = pos + 1 + length
+            if end > size:
+                return pos
+            body = b"" if kind in _BULK else data[pos + 5 : end]
+            out.append(PgMessage(kinds[kind], base + pos, base + end, body))
+            pos = end
+        return pos
 
     def _begin(self, header: bytes | bytearray) -> bool:
         if self.untyped:
@@ -252,6 +293,12 @@ _UNTYPED: Final = {
 
 def _kind_name(kind: int, untyped: bool) -> str:
     return "startup" if untyped else chr(kind)
+
+
+@functools.lru_cache(maxsize=512)
+def _text(body: bytes) -> str:
+    """A Query's SQL (cached: an app sends the same few over and over)."""
+    return body.rstrip(b"\0").decode("utf-8", "replace")
 
 
 def cstrings(body: bytes, count: int) -> list[bytes]:
@@ -309,6 +356,11 @@ class PgSession:
         self.state = "startup"
         """startup, authentication, ready, cancel (a cancel request's connection), closed."""
         self.encrypted = False
+        self.opaque = False
+        """Nothing more can be read: not PostgreSQL, or encrypted from here on."""
+        self.want_current = False
+        """Say on each server message which statement the next ones belong to (``current``);
+        only a toxic that needs it (pg_cut) pays for it."""
         self.tx_status = ""
         """The last ReadyForQuery's: I idle, T in a transaction, E in a failed one."""
         self.user = ""
@@ -326,11 +378,6 @@ class PgSession:
     def client_offset(self) -> int:
         """Bytes of the client's stream read so far."""
         return self.client_reader.offset
-
-    @property
-    def opaque(self) -> bool:
-        """Nothing more can be read: not PostgreSQL, or encrypted from here on."""
-        return self.encrypted or bool(self.client_reader.broken or self.server_reader.broken)
 
     @property
     def why_opaque(self) -> str:
@@ -381,9 +428,17 @@ class PgSession:
     def client(self, data: bytes) -> list[PgMessage]:
         if self.opaque:
             return []
+        if self.tracking and self.client_reader.at_boundary:
+            done = self._track_whole(data)
+            if done == len(data):
+                return []
+            data = data[done:]
         messages = self.client_reader.feed(data)
+        handle = self._client_message
         for msg in messages:
-            self._client_message(msg)
+            handle(msg)
+        if self.client_reader.broken:
+            self.opaque = True
         return messages
 
     def _client_message(self, msg: PgMessage) -> None:
@@ -393,10 +448,11 @@ class PgSession:
             return
         if kind == "Q":
             self.count += 1
-            sql = msg.body.rstrip(b"\0").decode("utf-8", "replace")
-            statement = Statement(sql, self.count, simple=True)
-            self._close_open_group()
-            self.groups.append(Group([statement], closed=True))
+            statement = Statement(_text(msg.body), self.count, True)
+            groups = self.groups
+            if groups and not groups[-1].closed:
+                groups[-1].closed = True
+            groups.append(Group([statement], True))
             msg.statement = self._last = statement
         elif kind == "E":
             self.count += 1
@@ -438,6 +494,26 @@ class PgSession:
             self.state = "cancel"
             self.client_reader.untyped = False
 
+    def _track_whole(self, data: bytes) -> int:
+        """The tracker's common case: whole messages read in place, a message made only of
+        those that name statements and portals. Returns how far it went."""
+        pos, size = 0, len(data)
+        unpack, types, base = _LENGTH.unpack_from, FRONTEND_TYPES, self.client_reader.offset
+        while size - pos >= 5:
+            kind = data[pos]
+            (length,) = unpack(data, pos + 1)
+            end = pos + 1 + length
+            if kind not in types or not 4 <= length <= MAX_MESSAGE or end > size:
+                break
+            if kind in _STATEMENTS:
+                self.count += 1
+            elif kind in _NAMES:
+                msg = PgMessage(_KINDS[kind], base + pos, base + end, data[pos + 5 : end])
+                self._track(msg)
+            pos = end
+        self.client_reader.offset += pos
+        return pos
+
     def _track(self, msg: PgMessage) -> None:
         """The tracker's share of ``_client_message``: names, the count, the login."""
         kind = msg.kind
@@ -463,14 +539,64 @@ class PgSession:
 
     # -- the server's side ----------------------------------------------------------------
 
-    def server(self, data: bytes) -> list[PgMessage]:
+    def server(self, data: bytes, *, items: bool = True) -> list[PgMessage]:
+        """The server's messages this chunk completes; with ``items`` False, only what the
+        session keeps of them is kept (a toxic that has nothing to decide about the server's
+        side reads a big result faster that way), and none are returned."""
         if self.opaque:
             return []
-        messages = self.server_reader.feed(data)
+        reader = self.server_reader
+        if not items and reader.at_boundary:
+            done = self._skim(data)
+            if done == len(data):
+                return []
+            data = data[done:]
+        messages = reader.feed(data)
+        handle = self._server_message
+        want_current = self.want_current
         for msg in messages:
-            self._server_message(msg)
-            msg.current = self.current
+            handle(msg)
+            if want_current:
+                msg.current = self.current
+        if reader.broken:
+            self.opaque = True
         return messages
+
+    def _skim(self, data: bytes) -> int:
+        """``server`` without items: whole messages read in place, what they mean to the
+        session applied, no message made. Returns how far it went (a message that does not
+        end in this chunk, or one the framing refuses, is left to the reader)."""
+        pos, size = 0, len(data)
+        unpack, types, base = _LENGTH.unpack_from, BACKEND_TYPES, self.server_reader.offset
+        while size - pos >= 5:
+            kind = data[pos]
+            (length,) = unpack(data, pos + 1)
+            end = pos + 1 + length
+            if kind not in types or not 4 <= length <= MAX_MESSAGE or end > size:
+                break
+            if kind in _ROWS or kind in _DONE:
+                group = self.groups[0] if self.groups else None
+                if group is not None and not group.errored:
+                    index = group.current
+                    if index < len(group.statements):
+                        statement = group.statements[index]
+                        if kind in _ROWS:
+                            statement.rows += 1
+                        elif not statement.simple:
+                            statement.done = True
+                            group.current = index + 1
+            elif kind == 90 and self.state == "ready":  # ReadyForQuery: a group's end
+                self.tx_status = _KINDS[data[pos + 5]]
+                groups = self.groups
+                if groups and groups[0].closed:
+                    for statement in groups.popleft().statements:
+                        statement.done = True
+            elif kind in _MEANINGFUL:
+                body = data[pos + 5 : end]
+                self._server_message(PgMessage(_KINDS[kind], base + pos, base + end, body))
+            pos = end
+        self.server_reader.offset += pos
+        return pos
 
     def _server_message(self, msg: PgMessage) -> None:
         kind = msg.kind
@@ -502,7 +628,7 @@ class PgSession:
                 for statement in msg.group.statements:
                     statement.done = True
         elif kind == "answer" and msg.body in (b"S", b"G"):
-            self.encrypted = True
+            self.encrypted = self.opaque = True
 
     def _head(self) -> Group | None:
         return self.groups[0] if self.groups else None

@@ -24,7 +24,7 @@ aside for good: every byte then passes as it came, as through ``noop``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Protocol
 
 from ._stage import CLOSE, Attributes, Data, Event, Marker, Note, Stage
@@ -65,21 +65,20 @@ class Face(Stage):
         self._cut_marker: Marker = CLOSE
         self._cut_note = ""
         self._ends: list[Event] = []
+        self._fresh: Data | None = None
+        """The chunk being decided about, not yet copied into ``_held`` (see ``on_data``)."""
+        self._last_note: Note | None = None
+        # What the toxic provides (set by ``ProtocolToxic``): read a chunk (the messages it
+        # completes), decide about one, where a message a decision waits for starts, and
+        # the session (``.opaque``: nothing more can be read).
+        self._read: Callable[[bytes], Sequence[Any]] = _nothing
+        self._decide: Callable[[Any, float], None] = _ignore
+        self._decisive: Callable[[], int | None] = _none
+        self._session: _Session = _NO_SESSION
         super().__init__(attributes, rng)
 
-    # -- what a toxic provides ------------------------------------------------------------------
-
-    def _read(self, data: bytes) -> Sequence[Any]:
-        raise NotImplementedError
-
-    def _decide(self, item: Any, now: float) -> None:
-        raise NotImplementedError
-
-    def _decisive(self) -> int | None:
-        return None
-
     def _opaque(self) -> bool:
-        return False
+        return self._session.opaque
 
     # -- bytes in ---------------------------------------------------------------------------------
 
@@ -90,28 +89,64 @@ class Face(Stage):
     @property
     def received(self) -> int:
         """Stream offset just past the last byte fed."""
-        return self._out + len(self._held)
+        fresh = self._fresh
+        return self._out + len(self._held) + (0 if fresh is None else len(fresh.data))
+
+    def _materialize(self) -> None:
+        """The chunk being decided about joins the held bytes (a decision acts on them)."""
+        fresh = self._fresh
+        if fresh is not None:
+            if not self._held:
+                self._stamp = fresh.stamp
+            self._held += fresh.data
+            self._fresh = None
 
     def on_data(self, chunk: Data, now: float) -> None:
         data = chunk.data
-        if not self._held and not self._hanging and self._cut_at is None and self._opaque():
-            self._out += len(data)
-            self._release(chunk, max(now, self._not_before))
+        if self._held or self._hanging or self._cut_at is not None:
+            if not self._held:
+                self._stamp = chunk.stamp
+            self._held += data
+            self.holding += len(data)
+            self._decide_all(self._read(data), now)
+            self._settle(now)
             return
-        if not self._held:
-            self._stamp = chunk.stamp
-        self._held += data
-        self.holding += len(data)
+        size = len(data)
+        session = self._session
+        if session.opaque:
+            self._out += size
+            self._release(chunk, now if now > self._not_before else self._not_before)
+            return
+        # The common case, without a copy: the chunk is decided about as it is, and goes on
+        # as it came unless a decision acted on its bytes or a message of it waits for its end.
+        self._fresh = chunk
+        self.holding += size
         items = self._read(data)
-        if not self._hanging:
-            for item in items:
-                if self._ended or self._hanging:
-                    break
-                if self._cut_at is not None and item.start >= self._cut_at:
-                    break
-                if item.start >= self._out:  # a decision cannot act on bytes gone by
-                    self._decide(item, now)
+        if items:
+            self._decide_all(items, now)
+        if self._fresh is not None and not self._ended:
+            if self._cut_at is None and not self._hanging:
+                start = None if session.opaque else self._decisive()
+                if start is None or self._out + size - start > HOLD_LIMIT:
+                    self._fresh = None
+                    self.holding -= size
+                    self._out += size
+                    self._release(chunk, now if now > self._not_before else self._not_before)
+                    return
+            self._materialize()
         self._settle(now)
+
+    def _decide_all(self, items: Sequence[Any], now: float) -> None:
+        if self._hanging:
+            return
+        decide = self._decide
+        for item in items:
+            if self._ended or self._hanging:
+                break
+            if self._cut_at is not None and item.start >= self._cut_at:
+                break
+            if item.start >= self._out:  # a decision cannot act on bytes gone by
+                decide(item, now)
 
     def on_end(self, event: Marker, now: float) -> None:
         if self._hanging:
@@ -142,6 +177,7 @@ class Face(Stage):
 
     def release_to(self, offset: int, now: float) -> None:
         """Pass on the held bytes up to stream offset ``offset``."""
+        self._materialize()
         count = offset - self._out
         if count <= 0 or self._hanging:
             return
@@ -158,6 +194,7 @@ class Face(Stage):
     def drop(self, item: Item, now: float) -> None:
         """``item``'s bytes are not passed on."""
         self.release_to(item.start, now)
+        self._materialize()
         count = min(item.end, self.received) - self._out
         if count > 0:
             del self._held[:count]
@@ -193,12 +230,14 @@ class Face(Stage):
         offset = max(offset, self._out)
         if self._cut_at is None or offset < self._cut_at:
             self._cut_at, self._cut_marker, self._cut_note = offset, marker, note
+            self.nudged = True
 
     def answer(self, data: bytes, now: float, *, close: bool = False) -> None:
         """Give the peer this direction's reader talks to an answer of the toxic's own, at the
         current point of the stream (what is held comes after it); then close, if asked."""
         if self._ended:
             return
+        self.nudged = True
         self.insert(data, now)
         if close:
             self._finish(CLOSE, now)
@@ -217,6 +256,7 @@ class Face(Stage):
         self._finish(self._cut_marker, now)
 
     def _finish(self, marker: Marker, now: float) -> None:
+        self._materialize()
         self.holding -= len(self._held)
         self._out += len(self._held)
         self._held.clear()
@@ -226,18 +266,28 @@ class Face(Stage):
         self._ended = True
 
     def note(self, text: str, now: float, *, injected: bool = False) -> None:
-        self.notes.append(Note(now, text, injected))
+        """Something to show in the timeline; the same thing again, as the one before it
+        (a statement an ``executemany`` runs 200 times), counts as a repeat of that one."""
+        last = self._last_note
+        if last is not None and not injected and not last.injected and last.text == text:
+            last.repeats += 1
+            last.until = now
+            return
+        self._last_note = note = Note(now, text, injected, 1, now)
+        self.notes.append(note)
 
     # -- the toxic changes or goes ----------------------------------------------------------------
 
     def discard(self) -> None:
         super().discard()
+        self._fresh = None
         self._held.clear()
         self._ends.clear()
         self._hanging = False
 
     def interrupt(self, now: float) -> list[Event]:
         """Everything held goes on at once, in order; decisions pending are forgotten."""
+        self._materialize()
         out = super().interrupt(now)
         if self._held:
             out.append(Data(bytes(self._held), min(self._stamp, now)))
@@ -254,34 +304,27 @@ class Face(Stage):
 
 class ProtocolToxic(Face):
     """A protocol toxic: this stage reads what the client sends; ``server`` (its partner)
-    what the server sends. Subclasses implement the ``client_*`` and ``server_*`` hooks."""
+    what the server sends. Subclasses implement the ``client_*`` and ``server_*`` hooks and
+    give ``session`` (anything with an ``opaque`` flag) before this ``__init__``."""
 
     bidirectional = True
+    session: _Session
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.server = ServerFace(self, rng)
         super().__init__(attributes, rng)
         self.partner = self.server
         self.server.partner = self
+        self._read, self.server._read = self.read_client, self.read_server
+        self._decide, self.server._decide = self.client_item, self.server_item
+        self._decisive, self.server._decisive = self.client_decisive, self.server_decisive
+        self._session = self.server._session = self.session
 
     def count(self, key: str) -> int:
         """One more of ``key`` across the toxic's connections (see ``Stage.shared``): the
         how-manyth this one is."""
         self.shared[key] = self.shared.get(key, 0) + 1
         return self.shared[key]
-
-    # the client's side: this face
-    def _read(self, data: bytes) -> Sequence[Any]:
-        return self.read_client(data)
-
-    def _decide(self, item: Any, now: float) -> None:
-        self.client_item(item, now)
-
-    def _decisive(self) -> int | None:
-        return self.client_decisive()
-
-    def _opaque(self) -> bool:
-        return self.opaque()
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -303,9 +346,6 @@ class ProtocolToxic(Face):
     def server_decisive(self) -> int | None:
         return None
 
-    def opaque(self) -> bool:
-        return False
-
 
 class ServerFace(Face):
     """The server-to-client stage of a protocol toxic: its decisions are the toxic's."""
@@ -314,14 +354,26 @@ class ServerFace(Face):
         self.toxic = toxic
         super().__init__({}, rng)
 
-    def _read(self, data: bytes) -> Sequence[Any]:
-        return self.toxic.read_server(data)
 
-    def _decide(self, item: Any, now: float) -> None:
-        self.toxic.server_item(item, now)
+class _Session(Protocol):
+    @property
+    def opaque(self) -> bool: ...
 
-    def _decisive(self) -> int | None:
-        return self.toxic.server_decisive()
 
-    def _opaque(self) -> bool:
-        return self.toxic.opaque()
+class _NoSession:
+    opaque = True
+
+
+_NO_SESSION: Final[_Session] = _NoSession()
+
+
+def _nothing(data: bytes) -> Sequence[Any]:
+    return ()
+
+
+def _ignore(item: Any, now: float) -> None:
+    return None
+
+
+def _none() -> int | None:
+    return None

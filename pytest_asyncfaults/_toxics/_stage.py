@@ -44,17 +44,21 @@ def text_attribute(attributes: Attributes, name: str) -> str:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class Note:
     """Something a protocol toxic saw or did on its connection, for the timeline.
 
     ``injected`` marks what the toxic did (an answer it gave, a cut, a hold),
-    as opposed to what it read (a statement, an SMTP command).
+    as opposed to what it read (a statement, an SMTP command). The same thing
+    read again right after is the same note, ``repeats`` times until ``until``
+    (the toxic counts on in the note it handed out already).
     """
 
     at: float
     text: str
     injected: bool = False
+    repeats: int = 1
+    until: float = 0.0
 
 
 @final
@@ -121,6 +125,9 @@ class Stage:
         """The stage of the same toxic in the other direction's chain, sharing its state."""
         self.notes: list[Note] = []
         """What a protocol toxic saw and did since the driver last took them."""
+        self.nudged = False
+        """Its partner made output of this stage due (an answer, a cut): the driver must run
+        this stage's chain even though no data came its way."""
         self.shared: dict[str, int] = {}
         """What one toxic counts across all its connections (the Nth statement the proxy
         sees): the driver hands every stage of a toxic the same dict."""

@@ -26,6 +26,7 @@ the server does; the server sees the client go and rolls back.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from typing import Any, Final, final
@@ -39,6 +40,7 @@ from ._pgwire import (
     error_response,
     parse_message,
     query_message,
+    shorten_sql,
 )
 from ._protocol import ProtocolToxic
 from ._stage import CLOSE, RESET, Attributes, int_attribute, ms, text_attribute
@@ -81,6 +83,15 @@ _COPY_IN: Final = re.compile(r"(?is)^\s*copy\b.*\bfrom\s+stdin\b")
 LOGIN_ACTIONS: Final = ("hold", "delay", "refuse")
 
 
+_RUNS: Final = frozenset({"Q", "E"})
+"""Messages that run a statement: a Query, an Execute."""
+
+
+@functools.lru_cache(maxsize=512)
+def _statement_note(sql: str) -> str:
+    return "statement: " + shorten_sql(sql)
+
+
 def condition(sqlstate: str) -> str:
     """``40001 (serialization_failure)``, or the bare code when it is not a known one."""
     name = CONDITIONS.get(sqlstate, ("", ""))[0]
@@ -110,6 +121,8 @@ def _check_match(toxic: str, value: str) -> None:
 class _PgToxic(ProtocolToxic):
     """A toxic reading a PostgreSQL session (see ``_pgwire``)."""
 
+    session: PgSession
+
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.session = PgSession()
         self._login_done_noted = False
@@ -119,10 +132,12 @@ class _PgToxic(ProtocolToxic):
         return self.session.client(data)
 
     def read_server(self, data: bytes) -> list[PgMessage]:
-        return self.session.server(data)
+        return self.session.server(data, items=self.server_items())
 
-    def opaque(self) -> bool:
-        return self.session.opaque
+    def server_items(self) -> bool:
+        """Whether the toxic decides about the server's messages now (else they are only
+        read, quickly): during the login by default."""
+        return not self._login_done_noted
 
     def joined_late(self, tracker: object = None) -> None:
         self.session.joined_late(tracker)
@@ -135,11 +150,11 @@ class _PgToxic(ProtocolToxic):
     def client_item(self, item: Any, now: float) -> None:
         msg: PgMessage = item
         statement = msg.statement
-        if msg.kind == "startup":
+        if statement is not None and msg.kind in _RUNS:
+            self.note(_statement_note(statement.sql), now)
+        elif msg.kind == "startup":
             session = self.session
             self.note(f"startup: user {session.user}, database {session.database}", now)
-        elif msg.kind in ("Q", "E") and statement is not None:
-            self.note(f"statement {statement.number}: {statement.short()}", now)
         self.client_message(msg, now)
 
     def server_item(self, item: Any, now: float) -> None:
@@ -213,7 +228,7 @@ class PgError(_StatementToxic):
 
     def client_message(self, msg: PgMessage, now: float) -> None:
         statement = msg.statement
-        if msg.kind not in ("Q", "E") or statement is None or not self.selects(statement):
+        if statement is None or msg.kind not in _RUNS or not self.selects(statement):
             return
         token = f"asyncfaults_{self._rng.getrandbits(48):012x}"
         self._pending[token] = statement
@@ -223,6 +238,9 @@ class PgError(_StatementToxic):
         else:
             # The portal's Bind went through: the server fails here, then skips to Sync.
             self.insert_before(msg, parse_message("asyncfaults_injected", failing), now)
+
+    def server_items(self) -> bool:
+        return bool(self._pending) or not self._login_done_noted
 
     def server_decisive(self) -> int | None:
         if not self._pending:
@@ -299,6 +317,9 @@ class PgLogin(_PgToxic):
     def phase(self) -> str:
         return "held in authentication" if self._held_login else self.session.phase()
 
+    def server_items(self) -> bool:
+        return self._login_at is not None or not self._login_done_noted
+
     def client_decisive(self) -> int | None:
         if self._action != "refuse":
             return None
@@ -347,7 +368,7 @@ class PgDelay(_StatementToxic):
 
     def client_message(self, msg: PgMessage, now: float) -> None:
         statement = msg.statement
-        if msg.kind in ("Q", "E") and statement is not None and self.selects(statement):
+        if statement is not None and msg.kind in _RUNS and self.selects(statement):
             self.delay_from(msg, now + self._delay, now)
             self.note(
                 f"statement {statement.number} delayed by {self._delay * 1000:g} ms",
@@ -378,7 +399,7 @@ class PgHang(_StatementToxic):
 
     def client_message(self, msg: PgMessage, now: float) -> None:
         statement = msg.statement
-        if msg.kind in ("Q", "E") and statement is not None and self.selects(statement):
+        if statement is not None and msg.kind in _RUNS and self.selects(statement):
             self._held_statement = statement
             self.hang_from(msg, now)
             self.note(f"statement {statement.number} held", now, injected=True)
@@ -405,8 +426,12 @@ class PgCut(_StatementToxic):
             )
         super().check(attributes)
 
+    def server_items(self) -> bool:
+        return True  # rows of a statement to cut, and which statement is current
+
     def configure(self, attributes: Attributes) -> None:
         super().configure(attributes)
+        self.session.want_current = True
         self._after = int_attribute(attributes, "after_rows")
         self._marker = RESET if int_attribute(attributes, "reset") else CLOSE
 

@@ -81,6 +81,8 @@ def reply_line(code: int, text: str) -> bytes:
 class _SmtpToxic(ProtocolToxic):
     """A toxic reading an SMTP session (see ``_smtpwire``)."""
 
+    session: SmtpSession
+
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.session = SmtpSession()
         super().__init__(attributes, rng)
@@ -90,9 +92,6 @@ class _SmtpToxic(ProtocolToxic):
 
     def read_server(self, data: bytes) -> list[SmtpItem]:
         return self.session.server(data)
-
-    def opaque(self) -> bool:
-        return self.session.opaque
 
     def joined_late(self, tracker: object = None) -> None:
         self.session.joined_late(tracker)
