@@ -225,12 +225,13 @@ class _Connection:
         """The engine's one hook for protocol toxics: a stage of this chain may have made
         its partner's output due (an answer for the client, a cut), so the other chain's
         deadline is asked again; and what the toxics noted goes to the proxy's log."""
-        if self.chains[1 - direction].take_nudge():
+        chains = self.chains
+        if chains[1 - direction].take_nudge():
             self._after_chain_change(1 - direction)
-        for chain in self.chains:
-            notes = chain.take_notes()
-            if notes:
-                self.proxy.log(self.number, notes)
+        notes = chains[UPSTREAM].take_notes()
+        notes += chains[DOWNSTREAM].take_notes()
+        if notes:
+            self.proxy.log(self.number, notes)
 
     def _after_chain_change(self, direction: int) -> None:
         if self.closed:

@@ -17,21 +17,23 @@ from ._stage import Attributes, Event, Note, Stage
 
 @final
 class ToxicChain:
-    __slots__ = ("_stages", "paired")
+    __slots__ = ("_paired", "_stages", "paired")
 
     def __init__(self) -> None:
         self._stages: list[tuple[str, Stage]] = []
+        self._paired: list[Stage] = []
         self.paired = False
         """A stage here has a partner in the other direction's chain (a protocol toxic):
         running this chain may make the other one's output due."""
 
     def _pairing_changed(self) -> None:
-        self.paired = any(stage.partner is not None for _, stage in self._stages)
+        self._paired = [stage for _, stage in self._stages if stage.partner is not None]
+        self.paired = bool(self._paired)
 
     def take_nudge(self) -> bool:
         """Whether a partner made output of a stage here due since the last call."""
         nudged = False
-        for _, stage in self._stages:
+        for stage in self._paired:
             if stage.nudged:
                 stage.nudged = False
                 nudged = True
@@ -40,7 +42,7 @@ class ToxicChain:
     def take_notes(self) -> list[Note]:
         """What the protocol toxics here noted since the last call (for the timeline)."""
         notes: list[Note] = []
-        for _, stage in self._stages:
+        for stage in self._paired:
             if stage.notes:
                 notes.extend(stage.notes)
                 stage.notes = []
