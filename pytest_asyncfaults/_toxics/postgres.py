@@ -315,7 +315,9 @@ class PgLogin(_PgToxic):
 
     @property
     def phase(self) -> str:
-        return "held in authentication" if self._held_login else self.session.phase()
+        if self._held_login and self.server.hanging:
+            return "held in authentication"
+        return self.session.phase()
 
     def server_items(self) -> bool:
         return self._login_at is not None or not self._login_done_noted
