@@ -140,6 +140,38 @@ def test_a_held_login_names_its_phase_and_goes_on_when_the_toxic_goes(
         assert engine.stats("pg").phases == {}  # no protocol toxic reads it any more
 
 
+def refusals(seed: int, peer: Peer, count: int) -> list[bool]:
+    """Which of ``count`` logins a pg_login refuse with toxicity 0.5 refused, on an engine
+    of this seed."""
+    with Engine(seed=seed) as engine:
+        info = engine.create_proxy("pg", peer.address)
+        engine.add_toxic(
+            "pg", make_toxic("pg_login", attributes={"action": "refuse"}, toxicity=0.5)
+        )
+        refused = []
+        for _ in range(count):
+            with connect(info.listen) as sock:
+                sock.sendall(STARTUP)
+                refused.append(recv_exactly(sock, 1) == b"E")
+        return refused
+
+
+def test_a_protocol_toxics_toxicity_is_drawn_per_connection_from_the_seed(
+    peer_factory: PeerFactory,
+) -> None:
+    def postgres(conn: socket.socket) -> None:
+        recv_exactly(conn, len(STARTUP))
+        conn.sendall(LOGGED_IN)
+        while conn.recv(1 << 16):
+            pass
+
+    peer = peer_factory(postgres)
+    first = refusals(7, peer, 16)
+    assert first == refusals(7, peer, 16)  # the same seed, the same connections refused
+    assert 3 <= sum(first) <= 13  # about half
+    assert first != refusals(8, peer, 16)
+
+
 def pg_stream(rng: random.Random, total: int, kinds: bytes) -> list[bytes]:
     """Messages of random kinds and sizes (up to 256 KB) adding up to ``total`` bytes."""
     out: list[bytes] = []

@@ -202,6 +202,32 @@ def test_tls_accepted_makes_the_session_opaque() -> None:
     assert session.client(b"\x16\x03\x01\x02\x00") == []
 
 
+def test_gss_then_tls_refused_then_the_startup() -> None:
+    """libpq may offer GSS encryption first, then TLS: each gets its one-byte answer."""
+    session = PgSession()
+    gss = (8).to_bytes(4, "big") + (80877104).to_bytes(4, "big")
+    ssl = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+    assert [m.kind for m in session.client(gss)] == ["gssenc_request"]
+    assert [(m.kind, m.body) for m in session.server(b"N")] == [("answer", b"N")]
+    assert [m.kind for m in session.client(ssl)] == ["ssl_request"]
+    assert [(m.kind, m.body) for m in session.server(b"N")] == [("answer", b"N")]
+    params = (196608).to_bytes(4, "big") + b"user\0app\0\0"
+    (startup,) = session.client((len(params) + 4).to_bytes(4, "big") + params)
+    assert startup.kind == "startup"
+    assert session.phase() == "in authentication"
+    (auth,) = session.server(message(b"R", (0).to_bytes(4, "big")))
+    assert auth.kind == "R"
+    assert not session.opaque
+
+
+def test_gss_accepted_makes_the_session_opaque() -> None:
+    session = PgSession()
+    session.client((8).to_bytes(4, "big") + (80877104).to_bytes(4, "big"))
+    session.server(b"G")
+    assert session.opaque
+    assert session.why_opaque == "the session is encrypted (TLS or GSS)"
+
+
 def test_a_tracker_lets_a_late_reader_go_on_mid_message() -> None:
     """The engine reads the client's side from the start; a toxic joining later takes over
     exactly there, even in the middle of a message, and knows the statements prepared."""
