@@ -275,7 +275,7 @@ async def test_pg_login_delay_and_a_time_window(protocol: Faults, via: str) -> N
     async with protocol.postgres.pg_login("refuse", duration=300):
         with pytest.raises(asyncpg.TooManyConnectionsError):
             await asyncpg.connect(via, timeout=TIMEOUT)
-        await asyncio.sleep(0.5)  # the window closed by itself
+        await asyncio.sleep(1.0)  # the window (0.3 s) closed by itself
         conn = await asyncpg.connect(via, timeout=TIMEOUT)
         await conn.close()
 
