@@ -14,8 +14,9 @@ waits for its end (a statement's text, a reply to rewrite), never longer than
 ``HOLD_LIMIT`` bytes. What a face can do at a message boundary: pass, drop,
 insert bytes before it, delay what follows, hold what follows until the
 toxic goes, or cut the connection there. One face can give the client an
-answer of its own through the other (``answer``): the engine, seeing that a
-chain with a paired stage ran, asks the other chain's deadline again.
+answer of its own through the other (``answer``), which marks that face
+``nudged``: the engine, after running a chain with a paired stage, asks the
+other chain's deadline again when a stage there was nudged.
 
 A stream that is not the protocol (or is encrypted) makes both faces stand
 aside for good: every byte then passes as it came, as through ``noop``.
