@@ -14,8 +14,9 @@ the protocol toxics a few strings too (a SQLSTATE, a regex, an SMTP command).
 A protocol toxic reads both directions of a connection: it is a pair of
 stages sharing one state, one in each direction's chain (Toxiproxy's
 "bidirectional toxic"). Either one may make the other one's output due (an
-answer the proxy gives the client itself); the driver then asks the other
-chain's ``deadline`` again, which is the whole of the hook.
+answer the proxy gives the client itself), and marks that one ``nudged``; the
+driver then asks the other chain's ``deadline`` again, which is the whole of
+the hook.
 """
 
 from __future__ import annotations
