@@ -7,6 +7,7 @@ thread and loop) is exercised exactly as an app would use it: over TCP.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,15 @@ from pytest_asyncfaults import Engine
 # imported by a first inner run, then afresh by a second, would be a second copy
 # of FastAPI on top of the one Starlette the plugin already holds, and its
 # routing would stop matching (307 for every path). Imported here once, it stays.
+
+# Two plugins of the test tools cost every pytest start more than the plugin under test:
+# Faker's (installed with Litestar, through polyfactory: a third of a second of imports)
+# and Hypothesis's (its whole library, over a second; the fuzz tests' @given needs only
+# the library). No test uses either: the pytest runs the tests start (pytester's, the
+# examples') go without them, as this one does (pyproject's addopts).
+os.environ["PYTEST_ADDOPTS"] = " ".join(
+    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), "-p no:faker", "-p no:hypothesispytest"])
+)
 
 IO_TIMEOUT = 10.0
 """Every blocking socket in the tests gives up after this many seconds."""

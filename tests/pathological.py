@@ -112,13 +112,13 @@ def run_ends(
     failed: int = 1,
 ) -> pytest.RunResult:
     """Run the inner suite, bounded, and assert it ended as it must (``assert_ended``): each
-    failed test within ``deadline`` + ``ENDED_WITHIN``, the whole run within that and
-    ``SLACK`` twice (pytest's start, the fixtures' servers)."""
+    failed test within ``deadline`` + ``ENDED_WITHIN``, the whole run within that for each
+    failed test and ``SLACK`` twice (pytest's start, the fixtures' servers)."""
     result, took = run_bounded(pytester, backend_args, *args)
     assert_ended(
         result,
         took,
-        within=deadline + ENDED_WITHIN + 2 * SLACK,
+        within=failed * (deadline + ENDED_WITHIN) + 2 * SLACK,
         deadline=deadline,
         pytester=pytester,
         lines=lines,

@@ -93,3 +93,19 @@ def test_protocol_bench_separates_the_readers_from_the_engine() -> None:
     assert report["engine_added_rtt_p50_ms"] > 0
     assert set(report["of_which"]) == {"tracker_ms", "toxic_readers_ms"}
     assert report["targets"]["protocol_share_of_engine_added"]["target"] == 0.2
+
+
+def test_overhead_bench_times_each_suite_per_test() -> None:
+    report = quick_run("overhead.py")
+    assert set(report["median_ms_per_test"]) == {"plain", "app_client", "app_client_faults"}
+    assert all(ms > 0 for ms in report["median_ms_per_test"].values())
+    assert (
+        report["targets"]["added_ms_per_test"]["measured"]
+        == (report["added_ms_per_test"]["app_client"])
+    )
+
+
+def test_fuzz_bench_runs_the_readers() -> None:
+    report = quick_run("fuzz.py")
+    assert report["nothing_found"] is True
+    assert "passed" in report["result"]

@@ -223,7 +223,6 @@ class ChaosMatrix:
                 for outcome in ("passed", "failed", "error", "skipped")
             },
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 

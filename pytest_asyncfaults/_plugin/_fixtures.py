@@ -17,8 +17,8 @@ from .._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from .._settings import resolve
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import scenario_of
-from ._keys import HARNESS_KEY
-from ._options import env_lines, ini_reader, option_reader, timeline_dir
+from ._keys import HARNESS_KEY, SET_ASIDE_KEY, fail_once
+from ._options import app_spec, env_lines, ini_reader, option_reader, timeline_dir
 from ._session import SERVICE_FIXTURES, proxy_to, run_services, run_session
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     try:
         server = run_services(pytestconfig).postgres()
     except AsyncFaultsError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise fail_once(str(exc)) from None
     proxy_to(pytestconfig, "postgres", server.address)
     return server
 
@@ -62,7 +62,7 @@ def smtp_server(pytestconfig: pytest.Config) -> SmtpServer:
     try:
         server = run_services(pytestconfig).smtp()
     except AsyncFaultsError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise fail_once(str(exc)) from None
     proxy_to(pytestconfig, "smtp", server.address)
     return server
 
@@ -102,12 +102,16 @@ def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
 def asyncfaults_settings(request: pytest.FixtureRequest) -> Settings:
     """This test's settings: its marker over the command line over the ini file."""
     kwargs: dict[str, object] = {}
+    args: tuple[object, ...] = ()
     for marker in reversed(list(request.node.iter_markers("asyncfaults"))):
         kwargs.update(marker.kwargs)
+        args += marker.args
     try:
-        return resolve(kwargs, option_reader(request.config), ini_reader(request.config))
+        return resolve(
+            kwargs, option_reader(request.config), ini_reader(request.config), marker_args=args
+        )
     except InvalidError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise fail_once(str(exc)) from None
 
 
 @pytest.fixture
@@ -116,9 +120,12 @@ def tasks(
 ) -> Iterator[TaskMonitor]:
     """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
     from .._run import describe_faults
+    from .._tasks._heap import set_aside
     from .._tasks._monitor import TaskMonitor
     from ._harness import Harness
 
+    set_aside()  # the checks at the end look at what this test made, and quickly
+    request.node.stash[SET_ASIDE_KEY] = True
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
@@ -169,7 +176,7 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dic
         try:
             env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
         except InvalidError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            raise fail_once(str(exc)) from None
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -187,17 +194,18 @@ def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> AS
     """The ASGI app under test: override this fixture, or name it in ``asyncfaults_app``."""
     from .._app._runner import load_app
 
-    spec = pytestconfig.getoption("asyncfaults_app") or pytestconfig.getini("asyncfaults_app")
-    if not spec:
+    given = app_spec(pytestconfig)
+    if given is None:
         pytest.fail(
             "no app to test: override the asgi_app fixture to return your ASGI app, or set "
             "the ini key asyncfaults_app = 'package.module:app'",
             pytrace=False,
         )
+    spec, where = given
     try:
-        return load_app(str(spec))
+        return load_app(spec, field=where)
     except InvalidError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise fail_once(str(exc)) from None
 
 
 @pytest.fixture

@@ -24,6 +24,9 @@ SERVICES_KEY: pytest.StashKey[Services] = pytest.StashKey()
 """On the config: the run's PostgreSQL and SMTP servers, once a test asked for one."""
 TIMEOUT_TIMER_KEY: pytest.StashKey[tuple[float, float]] = pytest.StashKey()
 """On a test item: when pytest-timeout set its timer (``time.monotonic()``), and for how long."""
+SET_ASIDE_KEY: pytest.StashKey[bool] = pytest.StashKey()
+"""On a test item: the heap was set aside for it (``tasks``): its garbage is collected
+after its tear-down, where what that finds is this test's."""
 SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 """On the config: the engine's seed, for the chaos report."""
 
@@ -31,3 +34,12 @@ SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 def harness_of(item: pytest.Item) -> Harness | None:
     """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
     return item.stash.get(HARNESS_KEY, None)
+
+
+def fail_once(message: str) -> BaseException:
+    """The failure of a fixture whose input is bad: its message, printed once.
+
+    Raise it ``from None``: ``pytest.fail`` called inside an ``except`` block
+    shows the message twice ("During handling of the above exception...").
+    """
+    return pytest.fail.Exception(message, pytrace=False)

@@ -28,7 +28,13 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Protocol
 
+from .._values import WholeNumber
 from ._stage import CLOSE, Attributes, Data, Event, Marker, Note, Stage
+
+CUT_RESET: Final = WholeNumber(
+    "", maximum=1, what="0 (close the connection) or 1 (reset it, TCP RST)"
+)
+"""``reset`` of the toxics that cut a connection (``pg_cut``, ``smtp_cut``)."""
 
 HOLD_LIMIT: Final = 1 << 20
 """Bytes of one message a face will hold while a decision waits for its end; a longer one

@@ -9,7 +9,8 @@ someone writes later (the h11 idea).
 
 Times are seconds on a monotonic clock (floats); attributes are Toxiproxy's
 integer units (ms, KB/s, bytes, us), converted once in ``configure``, and for
-the protocol toxics a few strings too (a SQLSTATE, a regex, an SMTP command).
+the protocol toxics a few texts too (a SQLSTATE, a regex, an SMTP command):
+each toxic declares its attributes' kinds once, in ``attribute_kinds``.
 
 A protocol toxic reads both directions of a connection: it is a pair of
 stages sharing one state, one in each direction's chain (Toxiproxy's
@@ -25,23 +26,14 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, final
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, final
 
-AttributeValue = int | str
-"""An attribute's value: Toxiproxy's integers, or a protocol toxic's strings."""
+from .._values import AttributeValue, Kind, kinds_of
+
 Attributes = Mapping[str, AttributeValue]
-
-
-def int_attribute(attributes: Attributes, name: str) -> int:
-    """An integer attribute (0 when absent, as Toxiproxy's omitted attributes)."""
-    value = attributes.get(name, 0)
-    return value if isinstance(value, int) else 0
-
-
-def text_attribute(attributes: Attributes, name: str) -> str:
-    """A string attribute ("" when absent)."""
-    value = attributes.get(name, "")
-    return value if isinstance(value, str) else ""
+"""A toxic's attributes as its stage takes them: each of the kind its toxic declares
+(``Stage.attribute_kinds``), checked once by ``check_attributes``."""
 
 
 @final
@@ -98,6 +90,11 @@ RESET: Final = Marker("RESET")
 Event = Data | Marker
 
 
+def kinds(**declared: Kind) -> Mapping[str, Kind]:
+    """A toxic's attributes and their kinds, in order: ``kinds(latency=MILLISECONDS)``."""
+    return MappingProxyType(declared)
+
+
 class Stage:
     """Base of every toxic's per-stream state machine.
 
@@ -108,12 +105,25 @@ class Stage:
     """
 
     type_name: ClassVar[str]
+    attribute_kinds: ClassVar[Mapping[str, Kind]]
+    """Each attribute's name and kind, in Toxiproxy's order: the one place a toxic
+    declares what it takes. ``check_attributes`` checks every value against its
+    kind (``MILLISECONDS``, ``BYTES``, a ``Text``...) for every door, and an omitted
+    one gets the kind's default (0 for numbers, as Toxiproxy). A toxic that only
+    names ``attribute_names`` takes whole numbers of 0 to int64 for each."""
     attribute_names: ClassVar[tuple[str, ...]]
-    text_attribute_names: ClassVar[tuple[str, ...]] = ()
-    """Those of ``attribute_names`` whose values are strings; the others are integers."""
+    """The names of ``attribute_kinds``, in order (derived from it, or declared alone)."""
     bidirectional: ClassVar[bool] = False
     """A protocol toxic: its stage (client to server) comes with a ``partner`` for the
     other direction, whatever the toxic's ``stream`` says."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "attribute_kinds" in own:
+            cls.attribute_names = tuple(own["attribute_kinds"])
+        elif "attribute_names" in own:
+            cls.attribute_kinds = kinds_of(None, own["attribute_names"])
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._rng = rng
@@ -148,12 +158,38 @@ class Stage:
 
     @classmethod
     def check(cls, attributes: Attributes) -> None:
-        """Refuse values this toxic cannot work with, once each is an integer >= 0.
+        """Refuse values this toxic cannot work with, once each is of its kind.
 
         Raise ``InvalidError`` naming the field (``slicer.average_size=0 ...``).
-        ``check_attributes`` calls it for every door, so the rule lives with the
-        code that would break on such values. Most toxics have no such rule.
+        ``check_attributes`` calls it for every door, with every attribute (an
+        omitted one at its kind's default), so the rule across attributes lives
+        with the code that would break on such values, and so does "this one must
+        be given" (``pg_error.sqlstate``). Most toxics have no such rule.
         """
+
+    @classmethod
+    def require(cls, attributes: Attributes, *keys: str) -> None:
+        """For ``check``: attributes the toxic cannot do without. One left out is at its
+        kind's default, a value its kind refuses (``""`` for a SQLSTATE, 0 for an SMTP
+        code): it is told as that value, in the kind's own words."""
+        for key in keys:
+            kind = cls.attribute_kinds[key]
+            kind.check(f"{cls.type_name}.{key}", attributes.get(key, kind.default))
+
+    @classmethod
+    def int_value(cls, attributes: Attributes, key: str) -> int:
+        """An integer attribute; its kind's default when left out (a stage built by
+        hand, in a test): the default is declared once, in ``attribute_kinds``."""
+        value = attributes.get(key, cls.attribute_kinds[key].default)
+        assert isinstance(value, int), f"{cls.type_name}.{key} is {value!r}, not of its kind"
+        return value
+
+    @classmethod
+    def text_value(cls, attributes: Attributes, key: str) -> str:
+        """A text attribute; its kind's default when left out (see ``int_value``)."""
+        value = attributes.get(key, cls.attribute_kinds[key].default)
+        assert isinstance(value, str), f"{cls.type_name}.{key} is {value!r}, not of its kind"
+        return value
 
     def configure(self, attributes: Attributes) -> None:
         """Take new attribute values; state such as bytes counted is kept."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 import random
 from typing import final
 
-from ._stage import Attributes, Data, Event, Marker, Stage, int_attribute
+from .._values import KILOBYTES_PER_SECOND
+from ._stage import Attributes, Data, Event, Marker, Stage, kinds
 
 
 @final
 class Bandwidth(Stage):
     type_name = "bandwidth"
-    attribute_names = ("rate",)
+    attribute_kinds = kinds(rate=KILOBYTES_PER_SECOND)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._busy_until = float("-inf")
@@ -26,7 +27,7 @@ class Bandwidth(Stage):
         super().__init__(attributes, rng)
 
     def configure(self, attributes: Attributes) -> None:
-        self._rate = int_attribute(attributes, "rate")
+        self._rate = self.int_value(attributes, "rate")
 
     def on_data(self, chunk: Data, now: float) -> None:
         if self._rate <= 0:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from typing import final
 
-from ._stage import Attributes, Data, Event, Stage, int_attribute, ms
+from .._values import MILLISECONDS
+from ._stage import Attributes, Data, Event, Stage, kinds, ms
 
 
 @final
 class Latency(Stage):
     type_name = "latency"
-    attribute_names = ("latency", "jitter")
+    attribute_kinds = kinds(latency=MILLISECONDS, jitter=MILLISECONDS)
 
     def configure(self, attributes: Attributes) -> None:
-        self._latency = int_attribute(attributes, "latency")
-        self._jitter = int_attribute(attributes, "jitter")
+        self._latency = self.int_value(attributes, "latency")
+        self._jitter = self.int_value(attributes, "jitter")
 
     def _delay_ms(self) -> int:
         if self._jitter > 0:

@@ -10,20 +10,21 @@ from __future__ import annotations
 import random
 from typing import final
 
-from ._stage import CLOSE, Attributes, Data, Stage, int_attribute
+from .._values import BYTES
+from ._stage import CLOSE, Attributes, Data, Stage, kinds
 
 
 @final
 class LimitData(Stage):
     type_name = "limit_data"
-    attribute_names = ("bytes",)
+    attribute_kinds = kinds(bytes=BYTES)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.transmitted = 0
         super().__init__(attributes, rng)
 
     def configure(self, attributes: Attributes) -> None:
-        self._limit = int_attribute(attributes, "bytes")
+        self._limit = self.int_value(attributes, "bytes")
 
     def on_data(self, chunk: Data, now: float) -> None:
         remaining = max(self._limit - self.transmitted, 0)

@@ -31,7 +31,7 @@ import random
 import re
 from typing import Any, Final, final
 
-from .._exceptions import InvalidError
+from .._values import COUNT, MILLISECONDS, OneOf, Regex, Text, out_of_range
 from ._pgwire import (
     PgMessage,
     PgSession,
@@ -42,8 +42,8 @@ from ._pgwire import (
     query_message,
     shorten_sql,
 )
-from ._protocol import ProtocolToxic
-from ._stage import CLOSE, RESET, Attributes, int_attribute, ms, text_attribute
+from ._protocol import CUT_RESET, ProtocolToxic
+from ._stage import CLOSE, RESET, Attributes, kinds, ms
 
 CONDITIONS: Final[dict[str, tuple[str, str]]] = {
     "40001": ("serialization_failure", "could not serialize access due to concurrent update"),
@@ -78,9 +78,22 @@ default ``message`` of a toxic that sends one)."""
 FATAL: Final = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03", "53300", "28P01", "3D000"})
 """SQLSTATEs PostgreSQL sends as FATAL, closing the connection after them."""
 
-_SQLSTATE: Final = re.compile(r"[0-9A-Z]{5}")
 _COPY_IN: Final = re.compile(r"(?is)^\s*copy\b.*\bfrom\s+stdin\b")
 LOGIN_ACTIONS: Final = ("hold", "delay", "refuse")
+
+_SQLSTATE_WHAT: Final = "a SQLSTATE, 5 characters of 0-9 and A-Z (e.g. {})".format(
+    ", ".join(f"{code} {name}" for code, (name, _) in list(CONDITIONS.items())[:5])
+)
+SQLSTATE: Final = Text(pattern="[0-9A-Z]{5}", what=_SQLSTATE_WHAT)
+"""``pg_error``'s SQLSTATE, which it must be given (``check``)."""
+LOGIN_SQLSTATE: Final = Text(
+    pattern="(?:[0-9A-Z]{5})?", what=_SQLSTATE_WHAT + ", or '' for 53300 too_many_connections"
+)
+MESSAGE: Final = Text(what="an error message")
+"""An ErrorResponse's ``M`` field: a C string on the wire, hence no NUL."""
+MATCH: Final = Regex()
+"""``match``: searched in a statement's SQL; compiled when given, so a bad one is refused
+at once rather than by the engine's thread at the first statement."""
 
 
 _RUNS: Final = frozenset({"Q", "E"})
@@ -96,26 +109,6 @@ def condition(sqlstate: str) -> str:
     """``40001 (serialization_failure)``, or the bare code when it is not a known one."""
     name = CONDITIONS.get(sqlstate, ("", ""))[0]
     return f"{sqlstate} ({name})" if name else sqlstate
-
-
-def _check_sqlstate(toxic: str, value: str, *, required: bool) -> None:
-    if not value and not required:
-        return
-    if not _SQLSTATE.fullmatch(value):
-        examples = ", ".join(f"{code} {name}" for code, (name, _) in list(CONDITIONS.items())[:5])
-        raise InvalidError(
-            f"{toxic}.sqlstate={value!r} is not valid: expected a SQLSTATE, 5 characters "
-            f"of 0-9 and A-Z (e.g. {examples})"
-        )
-
-
-def _check_match(toxic: str, value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise InvalidError(
-            f"{toxic}.match={value!r} is not valid: the regex does not compile ({exc})"
-        ) from None
 
 
 class _PgToxic(ProtocolToxic):
@@ -175,13 +168,9 @@ class _StatementToxic(_PgToxic):
     """A toxic acting on the statements that ``match`` (and, with ``nth``, the Nth of them)."""
 
     def configure(self, attributes: Attributes) -> None:
-        match = text_attribute(attributes, "match")
+        match = self.text_value(attributes, "match")
         self._match = re.compile(match) if match else None
-        self._nth = int_attribute(attributes, "nth")
-
-    @classmethod
-    def check(cls, attributes: Attributes) -> None:
-        _check_match(cls.type_name, text_attribute(attributes, "match"))
+        self._nth = self.int_value(attributes, "nth")
 
     def selects(self, statement: Statement) -> bool:
         """Whether this statement is one the toxic acts on (counting the matches)."""
@@ -202,8 +191,7 @@ class PgError(_StatementToxic):
     """``pg_error``: the chosen statements fail with ``sqlstate`` and ``message``."""
 
     type_name = "pg_error"
-    attribute_names = ("sqlstate", "message", "match", "nth")
-    text_attribute_names = ("sqlstate", "message", "match")
+    attribute_kinds = kinds(sqlstate=SQLSTATE, message=MESSAGE, match=MATCH, nth=COUNT)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._pending: dict[str, Statement] = {}
@@ -211,14 +199,13 @@ class PgError(_StatementToxic):
 
     @classmethod
     def check(cls, attributes: Attributes) -> None:
-        _check_sqlstate("pg_error", text_attribute(attributes, "sqlstate"), required=True)
-        super().check(attributes)
+        cls.require(attributes, "sqlstate")
 
     def configure(self, attributes: Attributes) -> None:
         super().configure(attributes)
-        self._sqlstate = text_attribute(attributes, "sqlstate")
+        self._sqlstate = self.text_value(attributes, "sqlstate")
         self._message = (
-            text_attribute(attributes, "message")
+            self.text_value(attributes, "message")
             or CONDITIONS.get(
                 self._sqlstate,
                 ("", f"error injected by pytest-asyncfaults (pg_error {self._sqlstate})"),
@@ -280,8 +267,12 @@ class PgLogin(_PgToxic):
     with ``sqlstate`` (53300 too_many_connections by default, or 57P03 cannot_connect_now)."""
 
     type_name = "pg_login"
-    attribute_names = ("action", "delay", "sqlstate", "message")
-    text_attribute_names = ("action", "sqlstate", "message")
+    attribute_kinds = kinds(
+        action=OneOf(LOGIN_ACTIONS, default="hold"),
+        delay=MILLISECONDS,
+        sqlstate=LOGIN_SQLSTATE,
+        message=MESSAGE,
+    )
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._login_at: float | None = None
@@ -290,24 +281,19 @@ class PgLogin(_PgToxic):
 
     @classmethod
     def check(cls, attributes: Attributes) -> None:
-        action = text_attribute(attributes, "action") or "hold"
-        if action not in LOGIN_ACTIONS:
-            raise InvalidError(
-                f"pg_login.action={action!r} is not valid: expected one of "
-                f"{', '.join(LOGIN_ACTIONS)}"
+        if cls.text_value(attributes, "action") == "delay" and not cls.int_value(
+            attributes, "delay"
+        ):
+            raise out_of_range(
+                "pg_login.delay", 0, "with action='delay', give the delay in ms (> 0)"
             )
-        if action == "delay" and int_attribute(attributes, "delay") <= 0:
-            raise InvalidError(
-                "pg_login.delay=0 is not valid with action='delay': give the delay in ms (> 0)"
-            )
-        _check_sqlstate("pg_login", text_attribute(attributes, "sqlstate"), required=False)
 
     def configure(self, attributes: Attributes) -> None:
-        self._action = text_attribute(attributes, "action") or "hold"
-        self._delay = ms(int_attribute(attributes, "delay"))
-        self._sqlstate = text_attribute(attributes, "sqlstate") or "53300"
+        self._action = self.text_value(attributes, "action")
+        self._delay = ms(self.int_value(attributes, "delay"))
+        self._sqlstate = self.text_value(attributes, "sqlstate") or "53300"
         self._message = (
-            text_attribute(attributes, "message")
+            self.text_value(attributes, "message")
             or CONDITIONS.get(
                 self._sqlstate, ("", "connection refused by pytest-asyncfaults (pg_login)")
             )[1]
@@ -361,12 +347,11 @@ class PgDelay(_StatementToxic):
     client sends after them waits behind them)."""
 
     type_name = "pg_delay"
-    attribute_names = ("delay", "match", "nth")
-    text_attribute_names = ("match",)
+    attribute_kinds = kinds(delay=MILLISECONDS, match=MATCH, nth=COUNT)
 
     def configure(self, attributes: Attributes) -> None:
         super().configure(attributes)
-        self._delay = ms(int_attribute(attributes, "delay"))
+        self._delay = ms(self.int_value(attributes, "delay"))
 
     def client_message(self, msg: PgMessage, now: float) -> None:
         statement = msg.statement
@@ -385,8 +370,7 @@ class PgHang(_StatementToxic):
     (nor does anything the client sends after it); it goes on when the toxic goes."""
 
     type_name = "pg_hang"
-    attribute_names = ("match", "nth")
-    text_attribute_names = ("match",)
+    attribute_kinds = kinds(match=MATCH, nth=COUNT)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._held_statement: Statement | None = None
@@ -416,17 +400,7 @@ class PgCut(_StatementToxic):
     never comes). A result of fewer rows is not cut."""
 
     type_name = "pg_cut"
-    attribute_names = ("after_rows", "match", "nth", "reset")
-    text_attribute_names = ("match",)
-
-    @classmethod
-    def check(cls, attributes: Attributes) -> None:
-        if int_attribute(attributes, "reset") not in (0, 1):
-            raise InvalidError(
-                f"pg_cut.reset={attributes.get('reset')!r} is not valid: expected 0 (close the "
-                f"connection) or 1 (reset it, TCP RST)"
-            )
-        super().check(attributes)
+    attribute_kinds = kinds(after_rows=COUNT, match=MATCH, nth=COUNT, reset=CUT_RESET)
 
     def server_items(self) -> bool:
         return True  # rows of a statement to cut, and which statement is current
@@ -434,8 +408,8 @@ class PgCut(_StatementToxic):
     def configure(self, attributes: Attributes) -> None:
         super().configure(attributes)
         self.session.want_current = True
-        self._after = int_attribute(attributes, "after_rows")
-        self._marker = RESET if int_attribute(attributes, "reset") else CLOSE
+        self._after = self.int_value(attributes, "after_rows")
+        self._marker = RESET if self.int_value(attributes, "reset") else CLOSE
 
     def _how(self, statement: Statement) -> str:
         verb = "reset" if self._marker is RESET else "closed"

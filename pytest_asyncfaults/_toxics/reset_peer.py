@@ -10,20 +10,21 @@ from __future__ import annotations
 import random
 from typing import final
 
-from ._stage import RESET, Attributes, Data, Event, Marker, Stage, int_attribute, ms
+from .._values import MILLISECONDS
+from ._stage import RESET, Attributes, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
 class ResetPeer(Stage):
     type_name = "reset_peer"
-    attribute_names = ("timeout",)
+    attribute_kinds = kinds(timeout=MILLISECONDS)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._reset_at: float | None = None
         super().__init__(attributes, rng)
 
     def configure(self, attributes: Attributes) -> None:
-        self._timeout = ms(int_attribute(attributes, "timeout"))
+        self._timeout = ms(self.int_value(attributes, "timeout"))
 
     def _trigger(self, now: float) -> None:
         if self._reset_at is None:

@@ -14,13 +14,14 @@ import random
 from typing import final
 
 from .._exceptions import InvalidError
-from ._stage import Attributes, Data, Event, Stage, int_attribute
+from .._values import BYTES, MICROSECONDS
+from ._stage import Attributes, Data, Event, Stage, kinds
 
 
 @final
 class Slicer(Stage):
     type_name = "slicer"
-    attribute_names = ("average_size", "size_variation", "delay")
+    attribute_kinds = kinds(average_size=BYTES, size_variation=BYTES, delay=MICROSECONDS)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._busy_until = float("-inf")
@@ -31,8 +32,8 @@ class Slicer(Stage):
         """``cut_points`` must end: halving toward an average of 0 bytes never does, and a
         variation as big as the average lets a cut shift past the start of its piece."""
         average, variation = (
-            int_attribute(attributes, "average_size"),
-            int_attribute(attributes, "size_variation"),
+            cls.int_value(attributes, "average_size"),
+            cls.int_value(attributes, "size_variation"),
         )
         if average < 1:
             raise InvalidError(f"slicer.average_size={average!r} is not valid: must be >= 1")
@@ -43,9 +44,9 @@ class Slicer(Stage):
             )
 
     def configure(self, attributes: Attributes) -> None:
-        self._average = int_attribute(attributes, "average_size")
-        self._variation = int_attribute(attributes, "size_variation")
-        self._delay = int_attribute(attributes, "delay") / 1_000_000
+        self._average = self.int_value(attributes, "average_size")
+        self._variation = self.int_value(attributes, "size_variation")
+        self._delay = self.int_value(attributes, "delay") / 1_000_000
 
     def cut_points(self, size: int) -> list[int]:
         """Offsets that split ``size`` bytes into pieces: ``[0, a, b, ..., size]``."""

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import final
 
-from ._stage import Attributes, Marker, Stage, int_attribute, ms
+from .._values import MILLISECONDS
+from ._stage import Attributes, Marker, Stage, kinds, ms
 
 
 @final
 class SlowClose(Stage):
     type_name = "slow_close"
-    attribute_names = ("delay",)
+    attribute_kinds = kinds(delay=MILLISECONDS)
 
     def configure(self, attributes: Attributes) -> None:
-        self._delay = ms(int_attribute(attributes, "delay"))
+        self._delay = ms(self.int_value(attributes, "delay"))
 
     def on_end(self, event: Marker, now: float) -> None:
         self._release(event, now + self._delay)

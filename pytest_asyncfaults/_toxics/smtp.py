@@ -32,8 +32,8 @@ from __future__ import annotations
 import random
 from typing import Any, Final, final
 
-from .._exceptions import InvalidError
-from ._protocol import ProtocolToxic
+from .._values import COUNT, MILLISECONDS, OneOf, Text, WholeNumber, out_of_range
+from ._protocol import CUT_RESET, ProtocolToxic
 from ._smtpwire import (
     COMMAND_KINDS,
     Exchange,
@@ -42,7 +42,7 @@ from ._smtpwire import (
     command_kind,
     describe_exchange,
 )
-from ._stage import CLOSE, RESET, Attributes, int_attribute, ms, text_attribute
+from ._stage import CLOSE, RESET, Attributes, kinds, ms
 
 DEFAULT_TEXT: Final[dict[int, str]] = {
     221: "2.0.0 Bye",
@@ -67,11 +67,16 @@ _CLOSING: Final = b"421 4.3.2 Service not available, closing transmission channe
 _BYE: Final = b"221 2.0.0 Bye\r\n"
 
 
-def _check_point(toxic: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise InvalidError(
-            f"{toxic}.{key}={value!r} is not valid: expected one of {', '.join(allowed)}"
-        )
+COMMAND: Final = OneOf(COMMAND_KINDS)
+"""Where an SMTP toxic acts; ``smtp_reply`` and ``smtp_delay`` must be given one."""
+CODE: Final = WholeNumber(
+    "",
+    minimum=200,
+    maximum=599,
+    what="an SMTP reply code from 200 to 599 (e.g. 421, 450, 451, 452, 550, 552, 554)",
+)
+REPLY_TEXT: Final = Text(pattern=r"[^\r\n\x00]*", what="one line of text, without CR, LF or NUL")
+"""A reply's text: a CR or LF in it would end the reply there and start another."""
 
 
 def reply_line(code: int, text: str) -> bytes:
@@ -168,8 +173,7 @@ class SmtpReply(_SmtpToxic):
     """``smtp_reply``: ``command`` gets the reply ``code`` ``text`` from the toxic."""
 
     type_name = "smtp_reply"
-    attribute_names = ("command", "code", "text", "nth")
-    text_attribute_names = ("command", "text")
+    attribute_kinds = kinds(command=COMMAND, code=CODE, text=REPLY_TEXT, nth=COUNT)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._severed = False
@@ -177,35 +181,28 @@ class SmtpReply(_SmtpToxic):
 
     @classmethod
     def check(cls, attributes: Attributes) -> None:
-        command = text_attribute(attributes, "command")
-        _check_point("smtp_reply", "command", command, COMMAND_KINDS)
-        code = int_attribute(attributes, "code")
-        if not 200 <= code <= 599:
-            raise InvalidError(
-                f"smtp_reply.code={code!r} is not valid: expected an SMTP reply code from "
-                f"200 to 599 (e.g. 421, 450, 451, 452, 550, 552, 554)"
-            )
+        cls.require(attributes, "command", "code")
+        code = cls.int_value(attributes, "code")
         if 300 <= code < 400:
-            raise InvalidError(
-                f"smtp_reply.code={code!r} is not valid: a 3xx reply asks the client for more "
-                f"(354, 334), which only the server could take: use 2xx, 4xx or 5xx"
+            raise out_of_range(
+                "smtp_reply.code",
+                code,
+                "a 3xx reply asks the client for more (354, 334), which only the server "
+                "could take: use 2xx, 4xx or 5xx",
             )
-        if command == "starttls" and code < 300:
-            raise InvalidError(
-                f"smtp_reply.code={code!r} is not valid for starttls: the client would start "
-                f"TLS with a server that never agreed to it: use 4xx or 5xx"
-            )
-        text = text_attribute(attributes, "text")
-        if "\r" in text or "\n" in text:
-            raise InvalidError(
-                f"smtp_reply.text={text[:40]!r} is not valid: one line, without CR or LF"
+        if cls.text_value(attributes, "command") == "starttls" and code < 300:
+            raise out_of_range(
+                "smtp_reply.code",
+                code,
+                "with command='starttls', the client would start TLS with a server that "
+                "never agreed to it: use 4xx or 5xx",
             )
 
     def configure(self, attributes: Attributes) -> None:
-        self._command = command_kind(text_attribute(attributes, "command"))
-        self._code = int_attribute(attributes, "code")
-        self._text = text_attribute(attributes, "text")
-        self._nth = int_attribute(attributes, "nth")
+        self._command = command_kind(self.text_value(attributes, "command"))
+        self._code = self.int_value(attributes, "code")
+        self._text = self.text_value(attributes, "text")
+        self._nth = self.int_value(attributes, "nth")
 
     def acts_at(self, point: str) -> bool:
         return self._command == point
@@ -253,17 +250,16 @@ class SmtpDelay(_SmtpToxic):
     client); what follows it on the connection waits behind it."""
 
     type_name = "smtp_delay"
-    attribute_names = ("command", "delay", "nth")
-    text_attribute_names = ("command",)
+    attribute_kinds = kinds(command=COMMAND, delay=MILLISECONDS, nth=COUNT)
 
     @classmethod
     def check(cls, attributes: Attributes) -> None:
-        _check_point("smtp_delay", "command", text_attribute(attributes, "command"), COMMAND_KINDS)
+        cls.require(attributes, "command")
 
     def configure(self, attributes: Attributes) -> None:
-        self._command = command_kind(text_attribute(attributes, "command"))
-        self._delay = ms(int_attribute(attributes, "delay"))
-        self._nth = int_attribute(attributes, "nth")
+        self._command = command_kind(self.text_value(attributes, "command"))
+        self._delay = ms(self.int_value(attributes, "delay"))
+        self._nth = self.int_value(attributes, "nth")
 
     def acts_at(self, point: str) -> bool:
         return self._command == point
@@ -291,9 +287,6 @@ class SmtpDelay(_SmtpToxic):
             self.server.note(f"greeting delayed by {self._delay * 1000:g} ms", now, injected=True)
 
 
-CUT_POINTS: Final = (*COMMAND_KINDS,)
-
-
 @final
 class SmtpCut(_SmtpToxic):
     """``smtp_cut``: after ``after`` reached the server, the connection is closed (``reset``
@@ -301,24 +294,13 @@ class SmtpCut(_SmtpToxic):
     message's body: the server takes the mail, the client never learns it did."""
 
     type_name = "smtp_cut"
-    attribute_names = ("after", "nth", "reset")
-    text_attribute_names = ("after",)
-
-    @classmethod
-    def check(cls, attributes: Attributes) -> None:
-        after = text_attribute(attributes, "after") or "data"
-        _check_point("smtp_cut", "after", after, CUT_POINTS)
-        if int_attribute(attributes, "reset") not in (0, 1):
-            raise InvalidError(
-                f"smtp_cut.reset={attributes.get('reset')!r} is not valid: expected 0 (close the "
-                f"connection) or 1 (reset it, TCP RST)"
-            )
+    attribute_kinds = kinds(after=OneOf(COMMAND_KINDS, default="data"), nth=COUNT, reset=CUT_RESET)
 
     def configure(self, attributes: Attributes) -> None:
-        after = command_kind(text_attribute(attributes, "after") or "data")
+        after = command_kind(self.text_value(attributes, "after"))
         self._after = "end_of_data" if after == "data" else after
-        self._nth = int_attribute(attributes, "nth")
-        self._marker = RESET if int_attribute(attributes, "reset") else CLOSE
+        self._nth = self.int_value(attributes, "nth")
+        self._marker = RESET if self.int_value(attributes, "reset") else CLOSE
 
     def _how(self, exchange: Exchange) -> str:
         verb = "reset" if self._marker is RESET else "closed"

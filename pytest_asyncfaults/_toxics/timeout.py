@@ -13,13 +13,14 @@ from __future__ import annotations
 import random
 from typing import final
 
-from ._stage import CLOSE, Attributes, Data, Event, Marker, Stage, int_attribute, ms
+from .._values import MILLISECONDS
+from ._stage import CLOSE, Attributes, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
 class Timeout(Stage):
     type_name = "timeout"
-    attribute_names = ("timeout",)
+    attribute_kinds = kinds(timeout=MILLISECONDS)
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._close_at: float | None = None
@@ -27,7 +28,7 @@ class Timeout(Stage):
         super().__init__(attributes, rng)
 
     def configure(self, attributes: Attributes) -> None:
-        self._timeout = ms(int_attribute(attributes, "timeout"))
+        self._timeout = ms(self.int_value(attributes, "timeout"))
         if self._waiting_since is not None:
             self._arm(self._waiting_since)
 

@@ -33,6 +33,9 @@ RUN_LIMIT = 300
 
 FLAKY = load_scenario(SCENARIOS / "flaky_30.toml")
 
+# The buggy matrix (half a minute) is made once, by the one worker that runs these tests.
+pytestmark = pytest.mark.xdist_group("csv_upload_matrix")
+
 
 def first_connection_resets(seed: int) -> bool:
     """What the engine draws for ``flaky_30`` under ``seed``, computed as it does.
@@ -74,6 +77,10 @@ def start_run(report: Path, seed: int, *args: str) -> subprocess.Popen[str]:
         str(report),
         "--asyncfaults-seed",
         str(seed),
+        "-p",
+        "no:faker",  # the test tools' plugins: a second and a half at each start
+        "-p",
+        "no:hypothesispytest",
         "--asyncfaults-timeline-dir",
         str(report.parent / "timelines"),
         *args,
