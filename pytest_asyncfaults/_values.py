@@ -9,7 +9,8 @@ one door refuses is refused by every other, with the same words: the field
 as the user wrote it, the value (shortened: a 10 MB name or an integer of
 5000 digits is not printed whole), and what is allowed. A toxic's attributes
 are each of a ``Kind`` its toxic declares once (``WholeNumber``, ``Text``,
-``OneOf``, ``Regex``): the validator checks against it.
+``OneOf``, ``Regex``): the validator checks against it, and ``serve``'s
+``/openapi.json`` describes it.
 
 Why the bounds are where they are:
 
@@ -35,7 +36,7 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from ._exceptions import InvalidError
 
@@ -258,6 +259,10 @@ class Kind(Protocol):
         """What is allowed, for "expected ..." ("a whole number of ms >= 0")."""
         ...
 
+    def schema(self) -> dict[str, Any]:
+        """The same, as JSON Schema (``asyncfaults serve``'s ``/openapi.json``)."""
+        ...
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -283,6 +288,15 @@ class WholeNumber:
 
     def describe(self) -> str:
         return self.what or f"a whole number >= {self.minimum}"
+
+    def schema(self) -> dict[str, Any]:
+        words = self.what or (self.unit and f"in {self.unit}")
+        return {
+            "type": "integer",
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            **({"description": words} if words else {}),
+        }
 
 
 @final
@@ -313,6 +327,12 @@ class Text:
     def describe(self) -> str:
         return self.what
 
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
+        if self.pattern is not None:
+            out["pattern"] = f"^(?:{self.pattern})$"
+        return {**out, "description": self.what}
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -329,6 +349,9 @@ class OneOf:
 
     def describe(self) -> str:
         return "one of " + ", ".join(map(repr, self.options))
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.options)}
 
 
 @final
@@ -350,6 +373,14 @@ class Regex:
 
     def describe(self) -> str:
         return "a regular expression (Python's re)"
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "maxLength": self.max_length,
+            "format": "regex",
+            "description": "Python's re, searched in the text",
+        }
 
 
 def takes_text(kind: Kind) -> bool:
