@@ -53,7 +53,7 @@ def _items(options: str, field: str, text: str) -> list[str]:
         else:
             current.append(char)
     if quote:
-        raise ScenarioError(f"{field}={text!r} is not valid: a quote ({quote}) is not closed")
+        raise ScenarioError(f"{spelled(field, text)} is not valid: a quote ({quote}) is not closed")
     items.append("".join(current))
     return [item for item in items if item.strip()]
 
