@@ -436,7 +436,7 @@ class Proxy:
         ``match``, once ``after_rows`` of its rows reached the client (or of its data, in a
         ``COPY ... FROM STDIN``, reached the server)."""
         return self.toxic(
-            "pg_cut", after_rows=after_rows, match=match, nth=nth, reset=int(reset), **options
+            "pg_cut", after_rows=after_rows, match=match, nth=nth, reset=_switch(reset), **options
         )
 
     def smtp_reply(
@@ -470,7 +470,13 @@ class Proxy:
     ) -> ToxicScope:
         """The connection is cut after ``after`` reached the server, before its reply reaches
         the client; ``"data"``: the whole message (the server takes it, the app never knows)."""
-        return self.toxic("smtp_cut", after=after, nth=nth, reset=int(reset), **options)
+        return self.toxic("smtp_cut", after=after, nth=nth, reset=_switch(reset), **options)
+
+
+def _switch(reset: object) -> object:
+    """``reset=True`` as the attribute's 1; anything but a bool goes to the validator as it
+    is, to be refused there by name (``int("yes")`` would be a ValueError, not our error)."""
+    return int(reset) if isinstance(reset, bool) else reset
 
 
 _OPTION_NAMES: Final = frozenset(ToxicOptions.__annotations__)
