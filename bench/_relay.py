@@ -146,21 +146,29 @@ class _Half(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
+        self.early: list[bytes] = []
+        """Read before the peer was connected (uvloop reads before a pause takes effect)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        mine: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport = mine
         peer = self.peer
         assert peer is not None
         if peer.transport is None:
-            transport.pause_reading()  # the client waits while its upstream is dialled
-        else:
-            peer.transport.resume_reading()
+            mine.pause_reading()  # the client waits while its upstream is dialled
+            return
+        for data in peer.early:
+            mine.write(data)
+        peer.early.clear()
+        peer.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
-        assert self.peer.transport is not None
-        self.peer.transport.write(data)
+        if self.peer.transport is None:
+            self.early.append(data)
+        else:
+            self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
         if self.peer is not None and self.peer.transport is not None:
