@@ -95,13 +95,16 @@ class _Side(Stream):
     on the engine's own loop (``_loop``): no event object, no timer, no copy.
     """
 
-    __slots__ = ("conn", "direction", "peer")
+    __slots__ = ("chain", "conn", "direction", "peer", "tracked")
 
     def __init__(self, conn: _Connection, direction: int) -> None:
         super().__init__(conn.proxy.core.poller)
         self.conn = conn
         self.direction = direction  # the direction this side's reads travel
-        self.peer: _Side | None = None
+        self.chain: ToxicChain = conn.chains[direction]
+        self.tracked = direction == UPSTREAM
+        """The client's side: what it sends is read by the connection's tracker."""
+        self.peer: _Side = self
 
     def attach(self, sock: socket.socket) -> None:
         super().attach(sock)
@@ -110,17 +113,12 @@ class _Side(Stream):
     def received(self, data: bytes) -> None:
         conn = self.conn
         conn.carried = True
-        direction = self.direction
-        if direction == UPSTREAM and conn.tracker is not None:
+        if self.tracked and conn.tracker is not None:
             conn.track(data)
-        if conn.chains[direction]:
-            conn.feed(direction, Data(data, conn.loop.time()))
-            return
-        peer = self.peer
-        assert peer is not None
-        if peer.open:
-            peer.write(data)
-            conn.proxy.bytes[direction] += len(data)
+        if self.chain.active:
+            conn.feed(self.direction, Data(data, conn.loop.time()))
+        elif self.peer.write(data):
+            conn.proxy.bytes[self.direction] += len(data)
 
     def ended(self) -> None:
         if self.direction == UPSTREAM:
@@ -128,12 +126,10 @@ class _Side(Stream):
         self.conn.feed(self.direction, EOF)  # the other direction stays open: half-close
 
     def write_blocked(self) -> None:
-        if self.peer is not None:
-            self.conn.block_reading(self.peer, "write")
+        self.conn.block_reading(self.peer, "write")
 
     def write_unblocked(self) -> None:
-        if self.peer is not None:
-            self.conn.unblock_reading(self.peer, "write")
+        self.conn.unblock_reading(self.peer, "write")
 
     def failed(self, exc: OSError) -> None:
         self.conn.side_lost(self, exc)
@@ -157,10 +153,10 @@ class _Connection:
         self.proxy = proxy
         self.loop = proxy.loop
         self.number = number
+        self.chains: tuple[ToxicChain, ToxicChain] = (ToxicChain(), ToxicChain())
         self.client = _Side(self, UPSTREAM)
         self.server = _Side(self, DOWNSTREAM)
         self.client.peer, self.server.peer = self.server, self.client
-        self.chains = (ToxicChain(), ToxicChain())
         self._timers: list[asyncio.TimerHandle | None] = [None, None]
         self._timer_at: list[float | None] = [None, None]
         self._eof_sent = [False, False]
@@ -295,8 +291,7 @@ class _Connection:
         dest = self.server if direction == UPSTREAM else self.client
         for event in events:
             if isinstance(event, Data):
-                if dest.open:
-                    dest.write(event.data)
+                if dest.write(event.data):
                     self.proxy.bytes[direction] += len(event.data)
             elif event is EOF:
                 self._send_eof(direction, dest)

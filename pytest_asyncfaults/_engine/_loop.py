@@ -10,9 +10,9 @@ asyncio as usual. A chunk read from one socket is written to the other before
 in between: what a chunk costs is the system calls and a few attribute
 look-ups, and a proxy's added round trip comes down to what any relay pays,
 the two wake-ups (``bench/proxy.py`` measures it beside minimal relays).
-What a watched socket's handler schedules (a toxic's timer, a task) is seen
-by asyncio as soon as ``select()`` returns, which it does after any such
-handling.
+Until asyncio has something to do (an event of its own, a callback or a
+timer a handler scheduled, its timeout), ``select()`` does not return: a
+chunk relayed costs no turn of asyncio's loop either.
 
 **The timers.** A plain asyncio timer fires late, for three reasons.
 ``epoll_wait`` takes whole milliseconds and CPython rounds the wait up (up to
@@ -41,7 +41,8 @@ import select
 import selectors
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, Protocol, final
+from contextvars import Context
+from typing import Any, Final, Protocol, TypeVarTuple, final
 
 SPIN_WINDOW: Final = 250e-6
 """How long before a deadline to be awake: about what a halted vCPU takes to wake."""
@@ -49,6 +50,8 @@ SPIN_SHARE: Final = 0.05
 """Upper bound on the part of a timer wait spent polling instead of sleeping."""
 _MIN_SLACK: Final = 50e-6
 """The kernel's default timer slack, the least a wait may overshoot by."""
+
+_Ts = TypeVarTuple("_Ts")
 
 EVENT_READ: Final = selectors.EVENT_READ
 EVENT_WRITE: Final = selectors.EVENT_WRITE
@@ -119,6 +122,8 @@ class EngineSelector(selectors.BaseSelector):
         self._map = _KeyMap(self)
         self.on_error: Callable[[Exception], None] | None = None
         """Told of an exception a watcher let out (its socket is no longer watched)."""
+        self.scheduled = False
+        """A callback or timer was scheduled on the loop since ``select`` last looked."""
 
     def fileno(self) -> int:
         return self._epoll.fileno()
@@ -209,14 +214,29 @@ class EngineSelector(selectors.BaseSelector):
     # -- waiting ----------------------------------------------------------------------------
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        """Wait for events until ``timeout``; handle the engine's, return asyncio's.
+
+        While only watched sockets are ready and their handlers scheduled nothing
+        (``scheduled`` stays False: ``EngineLoop`` sets it on every ``call_soon`` and
+        ``call_at``), it waits again for what is left of ``timeout`` instead of
+        returning empty-handed: asyncio would only come back to wait once more.
+        """
         poll = self._epoll.poll
-        if timeout is None:
-            events = poll(-1)
-        elif timeout <= 0:
-            events = poll(0)
-        else:
-            events = self._precise_wait(timeout)
-        return self._dispatch(events)
+        if timeout is not None and timeout <= 0:
+            return self._dispatch(poll(0))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is None:
+                events = poll(-1)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                events = self._precise_wait(remaining)
+            self.scheduled = False
+            ready = self._dispatch(events)
+            if ready or self.scheduled or not events:
+                return ready
 
     def _precise_wait(self, timeout: float) -> list[tuple[int, int]]:
         poll = self._epoll.poll
@@ -281,6 +301,25 @@ class EngineLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self.engine_selector = selector
         selector.on_error = self._watcher_failed
+
+    def call_soon(
+        self,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: Context | None = None,
+    ) -> asyncio.Handle:
+        self.engine_selector.scheduled = True
+        return super().call_soon(callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: Context | None = None,
+    ) -> asyncio.TimerHandle:
+        self.engine_selector.scheduled = True
+        return super().call_at(when, callback, *args, context=context)
 
     def _watcher_failed(self, exc: Exception) -> None:
         self.call_exception_handler(

@@ -239,10 +239,10 @@ class Stream:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        """Send ``data`` after what is buffered; dropped once closing or failed."""
-        if self.sock is None or self._closing or self._eof_pending or not data:
-            return
+    def write(self, data: bytes) -> bool:
+        """Send ``data`` after what is buffered; dropped (False) once closing or failed."""
+        if self.sock is None or self._closing or self._eof_pending:
+            return False
         if not self._buffer:
             try:
                 sent = self.sock.send(data)
@@ -250,9 +250,9 @@ class Stream:
                 sent = 0
             except OSError as exc:
                 self._fail(exc)
-                return
+                return False
             if sent == len(data):
-                return
+                return True
             self._buffer.append(memoryview(data)[sent:])
             self._buffered += len(data) - sent
             self._update()
@@ -262,6 +262,7 @@ class Stream:
         if not self._write_blocked and self._buffered > WRITE_HIGH_WATER:
             self._write_blocked = True
             self.write_blocked()
+        return True
 
     def _flush(self) -> None:
         buffer = self._buffer
