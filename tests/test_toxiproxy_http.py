@@ -199,8 +199,12 @@ def test_an_answer_that_is_not_http_is_one_clear_error(answer: bytes) -> None:
             run(get, server.url)
 
 
+def _silent(request: bytes) -> None:
+    time.sleep(1.5)
+
+
 def test_a_silent_server_fails_within_the_bound() -> None:
-    with scripted(lambda _: (time.sleep(1.5), None)[1]) as server:
+    with scripted(_silent) as server:
 
         async def get(client: HttpClient) -> object:
             return await client.request("GET", "/version")
