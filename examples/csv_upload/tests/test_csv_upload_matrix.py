@@ -116,8 +116,11 @@ def verdicts(document: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {row["scenario"]: (row["outcome"], row["reason"]) for row in document["results"]}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def buggy_matrix(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The buggy app's whole matrix, run once: session-scoped, as xdist may hand this
+    module's tests to their worker between other modules' (a module fixture would then be
+    made again)."""
     report = tmp_path_factory.mktemp("matrix") / "chaos.json"
     return finish_run(start_run(report, RESET_SEED), report)
 
