@@ -126,6 +126,12 @@ class Settings:
     abandoned: LeakPolicy = _setting(
         "fail", _policy, "asyncio.gather left sibling tasks running: fail (default), warn, off"
     )
+    untouched_faults: LeakPolicy = _setting(
+        "warn",
+        _policy,
+        "a fault no connection went through while it was on (is the app pointed at the "
+        "proxy?): warn (default), fail, off",
+    )
     library_tasks: LibraryTasks = _setting(
         "ignore",
         _library_tasks,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -102,6 +102,24 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     timeout = getattr(settings, "timeout", None)
     if isinstance(timeout, int | float) and timeout > 0:
         item.stash[TIMEOUT_TIMER_KEY] = (time.monotonic(), float(timeout))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: Any, request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """Apply whatever ``asyncfaults_env`` returned (the default, or a user's override), and
+    check that the app ``asgi_app`` returned was not configured before it."""
+    value = yield
+    if fixturedef.argname == "asyncfaults_env":
+        from ._env import apply_env
+
+        apply_env(request, fixturedef, value)
+    elif fixturedef.argname == "asgi_app":
+        from ._env import check_app_import
+
+        check_app_import(request, value)
+    return value
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -13,6 +13,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .._services._shared import Services
+    from ._env import EnvBaseline
     from ._harness import Harness
     from ._session import Session
 
@@ -26,6 +27,10 @@ TIMEOUT_TIMER_KEY: pytest.StashKey[tuple[float, float]] = pytest.StashKey()
 """On a test item: when pytest-timeout set its timer (``time.monotonic()``), and for how long."""
 SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 """On the config: the engine's seed, for the chaos report."""
+ENV_BASELINE_KEY: pytest.StashKey[EnvBaseline] = pytest.StashKey()
+"""On the config: the modules and environment of the run when it first applied the app's."""
+APPLIED_ENV_KEY: pytest.StashKey[dict[str, str]] = pytest.StashKey()
+"""On a test item: the environment applied for it (what ``asyncfaults_env`` returned)."""
 
 
 def harness_of(item: pytest.Item) -> Harness | None:

@@ -8,14 +8,14 @@ scenarios, report, timelines) are declared here.
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from .._address import parse_address, parse_pair
+from .._address import format_address, mask_secrets, parse_address, parse_pair, register_dsn
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
@@ -53,9 +53,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "asyncfaults_engine", "where the embedded engine runs: thread or process", default=""
     )
     group.addoption(
+        "--asyncfaults-toxiproxy-url",
         "--toxiproxy-url",
         dest="toxiproxy_url",
         default=None,
+        metavar="URL",
         help="use the Toxiproxy HTTP API at this URL instead of the embedded engine "
         "(also: TOXIPROXY_URL, ini asyncfaults_toxiproxy_url)",
     )
@@ -81,6 +83,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     group.addoption(
+        "--asyncfaults-proxy",
+        dest="asyncfaults_proxy",
+        action="append",
+        default=None,
+        metavar="NAME=HOST:PORT",
+        help="a proxy every test gets in the faults fixture (faults.NAME), to HOST:PORT or to "
+        "the server of a postgresql:// DSN; may be repeated (ini asyncfaults_proxies)",
+    )
+    group.addoption(
         "--asyncfaults-app",
         dest="asyncfaults_app",
         default=None,
@@ -90,9 +101,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "asyncfaults_env",
         "environment the app reads, set before it is imported, one 'NAME=value' a line; "
-        "values may name proxies: DB_PORT={postgres.port}",
+        "values may name proxies: DATABASE_URL={postgres.dsn}, DB_PORT={postgres.port}",
         type="linelist",
         default=[],
+    )
+    group.addoption(
+        "--asyncfaults-env",
+        dest="asyncfaults_env",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="environment the app reads, set before it is imported; values may name proxies: "
+        "DATABASE_URL={postgres.dsn}; may be repeated, and wins over the ini key "
+        "asyncfaults_env line of the same NAME",
     )
     group.addoption(
         "--asyncfaults-scenarios",
@@ -202,20 +223,32 @@ def engine_mode(config: pytest.Config) -> str:
     return str(mode)
 
 
-def declared_proxies(config: pytest.Config) -> dict[str, str]:
-    declared: dict[str, str] = {}
-    for line in config.getini("asyncfaults_proxies"):
+def declared_proxies(config: pytest.Config) -> dict[str, tuple[str, str | None]]:
+    """Per name, the upstream ``host:port`` and the server's DSN when one was given: the
+    ini key ``asyncfaults_proxies``, then ``--asyncfaults-proxy`` (which wins by name)."""
+    declared: dict[str, tuple[str, str | None]] = {}
+    lines = [("asyncfaults_proxies line", line) for line in config.getini("asyncfaults_proxies")]
+    lines += [("--asyncfaults-proxy", text) for text in config.getoption("asyncfaults_proxy") or []]
+    for where, line in lines:
         from .._toxics._spec import check_name  # loaded only for a suite that names proxies
 
         try:
             name, upstream = parse_pair(
-                f"asyncfaults_proxies line {line!r}", line, "name=host:port", value_required=False
+                f"{where} {line!r}", line, "name=host:port", value_required=False
             )
-            check_name("asyncfaults_proxies name", name)
-            parse_address(f"asyncfaults_proxies {name}", upstream)
+            check_name(f"{where.split(' ')[0]} name", name)
+            dsn = None
+            if "://" in upstream:
+                from .._services._postgres import parse_dsn
+
+                dsn = upstream
+                upstream = format_address(*parse_dsn(f"{where.split(' ')[0]} {name}", dsn))
+                register_dsn(dsn)
+            else:
+                parse_address(f"{where.split(' ')[0]} {name}", upstream)
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
-        declared[name] = upstream
+        declared[name] = (upstream, dsn)
     return declared
 
 
@@ -228,11 +261,14 @@ def ini_reader(config: pytest.Config) -> Callable[[str], object]:
 
 
 def env_lines(config: pytest.Config) -> dict[str, str]:
+    """The ini key ``asyncfaults_env``, then ``--asyncfaults-env`` (which wins by name)."""
     env = {}
-    for line in config.getini("asyncfaults_env"):
+    lines = [("asyncfaults_env line", line) for line in config.getini("asyncfaults_env")]
+    lines += [("--asyncfaults-env", text) for text in config.getoption("asyncfaults_env") or []]
+    for where, line in lines:
         try:
             name, value = parse_pair(
-                f"asyncfaults_env line {line!r}", line, "NAME=value", value_required=False
+                f"{where} {mask_secrets(line)!r}", line, "NAME=value", value_required=False
             )
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
@@ -240,11 +276,22 @@ def env_lines(config: pytest.Config) -> dict[str, str]:
     return env
 
 
+ENV_PLACEHOLDER: Final = re.compile(r"(?<!\{)\{(\w+)\.")
+"""``{postgres.`` in a template: the proxy it names (``{{`` is a literal brace)."""
+
+
+def named_proxies(env: dict[str, str]) -> set[str]:
+    """The proxies an environment's templates name: ``{postgres.dsn}`` names ``postgres``."""
+    return {name for value in env.values() for name in ENV_PLACEHOLDER.findall(value)}
+
+
 def timeline_dir(config: pytest.Config) -> Path:
+    """``--asyncfaults-timeline-dir``, else pytest's cache, else ``.asyncfaults/timelines``
+    under the rootdir: never a directory that other projects' timelines share."""
     given = path_setting(config, "timeline_dir")
     if given is not None:
         return given
     cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("asyncfaults-timelines"))
-    return Path(tempfile.gettempdir()) / "asyncfaults-timelines"
+    return config.rootpath / ".asyncfaults" / "timelines"

@@ -104,22 +104,24 @@ def run_session(config: pytest.Config) -> Session:
     if session is None:
         session = start_session(config)
         config.stash[SESSION_KEY] = session
-        for name, upstream in declared_proxies(config).items():
+        for name, (upstream, dsn) in declared_proxies(config).items():
             info = session.host.create_proxy(session.prefix + name, upstream)
-            session.declared[name] = Proxy(session.host, info, alias=name)
+            session.declared[name] = Proxy(session.host, info, alias=name, service_dsn=dsn)
     return session
 
 
-def proxy_to(config: pytest.Config, name: str, address: str) -> None:
+def proxy_to(config: pytest.Config, name: str, address: str, dsn: str | None = None) -> None:
+    """Declare the proxy ``faults.<name>`` to a service, as if the ini file named it; ``dsn``
+    (the server's, if it has one) is what ``{name.dsn}`` points at the proxy."""
     from .._faults import Proxy
 
-    """Declare the proxy ``faults.<name>`` to a service, as if the ini file named it."""
     session = run_session(config)
     if name in session.declared:
         pytest.fail(
-            f"asyncfaults_proxies declares a proxy named {name!r}, and the {name}_server "
-            f"fixture makes one of that name to its server: rename or remove the ini line",
+            f"asyncfaults_proxies declares a proxy named {name!r} (the ini key, or "
+            f"--asyncfaults-proxy), and the {name}_server fixture makes one of that name to its "
+            f"server: rename or remove that declaration",
             pytrace=False,
         )
     info = session.host.create_proxy(session.prefix + name, address)
-    session.declared[name] = Proxy(session.host, info, alias=name)
+    session.declared[name] = Proxy(session.host, info, alias=name, service_dsn=dsn)
