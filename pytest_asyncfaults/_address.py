@@ -138,6 +138,16 @@ def mask_secrets(text: str) -> str:
     return masked
 
 
+def has_secrets(text: str) -> bool:
+    """Whether ``mask_secrets`` would change ``text`` (cheap when it would not)."""
+    if not text:
+        return False
+    if "://" in text and _URL_PASSWORD.search(text):
+        return True
+    with _SECRETS_LOCK:
+        return any(secret in text for secret in _SECRETS)
+
+
 def mask_env(name: str, value: str) -> str:
     """An environment variable's value as it may be shown: secrets by name hidden whole."""
     if _SECRET_NAME.search(name) and value:

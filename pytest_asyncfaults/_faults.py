@@ -513,7 +513,7 @@ class Faults:
         shown = mask_secrets(template)
         try:
             return template.format_map(_ByName(self))
-        except _NoSuchProxy as exc:
+        except NotFoundError as exc:
             raise InvalidError(
                 f"{field}={shown!r} cannot be filled in: no proxy named {exc.args[0]!r} in this "
                 f"test (proxies: {known}); {{postgres.FIELD}} and {{smtp.FIELD}} start the "
@@ -575,12 +575,8 @@ class _ByName:
 
     def __getitem__(self, name: str) -> _Fields:
         if name not in self._faults._proxies:
-            raise _NoSuchProxy(name)
+            raise NotFoundError(name)  # the name alone: fill() says the rest
         return _Fields(self._faults[name])
-
-
-class _NoSuchProxy(Exception):
-    """A template named a proxy the test does not have."""
 
 
 @final

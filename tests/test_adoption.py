@@ -10,7 +10,10 @@ app reaches it through ``faults.postgres``. Each inner run is a pytest of its ow
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -206,3 +209,259 @@ def test_a_fault_no_connection_went_through_is_a_warning(
             "faults.postgres (127.0.0.1:*)?*"
         ]
     )
+
+
+# -- the environment: overrides, flags, errors ---------------------------------------------------
+
+PLAIN_INI: Final = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+
+
+def test_an_overridden_asyncfaults_env_is_applied_and_restored(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(PLAIN_INI)
+    pytester.makeconftest(
+        textwrap.dedent(
+            """
+            import os
+
+            import pytest
+
+
+            @pytest.fixture
+            def asyncfaults_env(faults):
+                return {"ECHO_PORT": str(faults.echo.port), "APP_MODE": "test"}
+            """
+        )
+    )
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import os
+
+
+            def test_applied(asyncfaults_env, faults):
+                assert os.environ["ECHO_PORT"] == str(faults.echo.port)
+                assert os.environ["APP_MODE"] == "test"
+
+
+            def test_restored():
+                assert "ECHO_PORT" not in os.environ and "APP_MODE" not in os.environ
+            """
+        )
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--asyncfaults-proxy=echo=127.0.0.1:9", *backend_args
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_env_and_proxies_from_the_command_line(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(PLAIN_INI + "asyncfaults_env =\n    A=from-ini\n    B=from-ini\n")
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import os
+
+
+            def test_env(asyncfaults_env, faults):
+                assert faults.one.upstream == "127.0.0.1:9"
+                assert faults.two.upstream == "127.0.0.1:10"
+                assert os.environ["A"] == "from-ini"
+                assert os.environ["B"] == f"{faults.two.host}:{faults.two.port}"
+            """
+        )
+    )
+    pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--asyncfaults-proxy=one=127.0.0.1:9",
+        "--asyncfaults-proxy",
+        "two=127.0.0.1:10",
+        "--asyncfaults-env=B={two.listen}",
+        *backend_args,
+    ).assert_outcomes(passed=1)
+
+
+def test_a_bad_placeholder_is_one_message_naming_what_fixes_it(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(PLAIN_INI + "asyncfaults_env =\n    CACHE_URL=redis://{redis.listen}/0\n")
+    pytester.makepyfile("async def test_app(app_client): pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rN", *backend_args)
+    result.assert_outcomes(errors=1)
+    message = (
+        "asyncfaults_env CACHE_URL='redis://{redis.listen}/0' cannot be filled in: no proxy "
+        "named 'redis' in this test (proxies: none); {postgres.FIELD} and {smtp.FIELD} start "
+        "the postgres_server and smtp_server fixtures, other proxies are declared in "
+        "asyncfaults_proxies (or --asyncfaults-proxy NAME=HOST:PORT)"
+    )
+    result.stdout.fnmatch_lines([message])
+    assert result.stdout.str().count("cannot be filled in") == 1
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_dsn_placeholder_needs_a_proxy_that_knows_the_dsn(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(
+        PLAIN_INI
+        + "asyncfaults_proxies =\n    postgres=127.0.0.1:5432\n"
+        + "asyncfaults_env =\n    DATABASE_URL={postgres.dsn}\n"
+    )
+    pytester.makepyfile("def test_app(asyncfaults_env): pass\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rN", *backend_args)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "asyncfaults_env DATABASE_URL='{postgres.dsn}' cannot be filled in: the proxy "
+            "'postgres' (127.0.0.1:* -> 127.0.0.1:5432) has no DSN: it was declared by its "
+            "address alone; use the postgres_server fixture*"
+        ]
+    )
+
+
+def test_a_proxy_given_as_a_dsn_knows_it(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(PLAIN_INI + "asyncfaults_env =\n    DATABASE_URL={db.dsn}\n")
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import os
+
+
+            def test_dsn(asyncfaults_env, faults):
+                assert faults.db.upstream == "127.0.0.1:5999"
+                assert os.environ["DATABASE_URL"] == (
+                    f"postgresql://app:s3cret-pw@{faults.db.listen}/shop?sslmode=disable"
+                )
+                assert os.environ["DATABASE_URL"] == "shown"  # fails: the report is masked
+            """
+        )
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--asyncfaults-proxy=db=postgresql://app:s3cret-pw@127.0.0.1:5999/shop?sslmode=disable",
+        "--junitxml=junit.xml",
+        *backend_args,
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*postgresql://app:***@127.0.0.1:*/shop?sslmode=disable*"])
+    assert "s3cret-pw" not in result.stdout.str()
+    assert "s3cret-pw" not in (pytester.path / "junit.xml").read_text()
+
+
+# -- the seed ------------------------------------------------------------------------------------
+
+
+def test_a_fresh_seed_is_in_the_header_and_in_a_failing_tests_report(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(PLAIN_INI)
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            def test_fails(asyncfaults_backend, faults):
+                print("SEED", asyncfaults_backend.seed)
+                assert False
+            """
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"asyncfaults: embedded fault engine in process, seed (\d+) \(fresh: repeat with "
+            r"--asyncfaults-seed=\1\)"
+        ]
+    )
+    seed = next(line.split()[1] for line in result.stdout.lines if line.startswith("SEED "))
+    result.stdout.fnmatch_lines(
+        [
+            f"*asyncfaults: embedded fault engine in process, seed {seed} (fresh*",
+            "*- asyncfaults -*",
+            f"seed {seed}: repeat this run with --asyncfaults-seed={seed}",
+        ]
+    )
+
+
+def test_xdist_workers_share_the_controllers_seed(pytester: pytest.Pytester) -> None:
+    pytester.makeini(PLAIN_INI)
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import pytest
+
+
+            @pytest.mark.parametrize("n", range(4))
+            def test_seed(asyncfaults_backend, n):
+                print("SEED", asyncfaults_backend.seed)
+                assert False
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=RUN_BOUND)
+    result.assert_outcomes(failed=4)
+    seeds = {line.split()[1] for line in result.stdout.lines if line.startswith("SEED ")}
+    assert len(seeds) == 1, seeds
+    result.stdout.fnmatch_lines([f"*seed {seeds.pop()} (fresh*"])
+
+
+# -- timelines without pytest's cache ------------------------------------------------------------
+
+
+def test_timelines_without_the_cache_go_under_the_rootdir(pytester: pytest.Pytester) -> None:
+    pytester.makeini(PLAIN_INI)
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import asyncio
+
+
+            async def test_hangs(tasks):
+                asyncio.get_running_loop().create_task(asyncio.sleep(30), name="stuck")
+                await tasks.settle(within=0.2)
+            """
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    timelines = list((pytester.path / ".asyncfaults" / "timelines").glob("*.html"))
+    assert len(timelines) == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([f"Timeline of this test: {timelines[0]} (open it in a browser)"])
+
+
+def test_repro_takes_a_dsn_and_prints_no_password(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    (tmp_path / "dsn_app.py").write_text(DSN_APP)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_asyncfaults",
+            "repro",
+            "dsn_app:app",
+            "--app-dir",
+            str(tmp_path),
+            f"--proxy=postgres={postgres_server.dsn}",
+            "--env=DATABASE_URL={postgres.dsn}",
+            "--env=DB_PASSWORD={postgres.password}",
+            "--request=GET /count",
+            "--within=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_BOUND,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "GET /count -> 200" in out
+    assert f"env DATABASE_URL=postgresql://{postgres_server.user}:***@127.0.0.1:" in out
+    assert "env DB_PASSWORD=***" in out
+    assert postgres_server.password not in out

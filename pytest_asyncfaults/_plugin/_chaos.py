@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
 
+from .._address import mask_secrets
 from .._exceptions import ScenarioError
 from ._keys import SEED_KEY, harness_of
 
@@ -224,7 +225,7 @@ class ChaosMatrix:
             },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        path.write_text(mask_secrets(json.dumps(document, indent=2)) + "\n", encoding="utf-8")
 
 
 """The run's seed, for the JSON report (set by the plugin when the engine starts)."""

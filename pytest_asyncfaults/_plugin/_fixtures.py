@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -40,6 +40,12 @@ if TYPE_CHECKING:
     from .._tasks._monitor import TaskMonitor
 
 
+def fail_once(exc: Exception) -> NoReturn:
+    """Fail the fixture with the error's message alone: once, not again as the context of
+    the failure (pytest prints a failure raised in an ``except`` block under its cause)."""
+    raise pytest.fail.Exception(str(exc), pytrace=False) from None
+
+
 @pytest.fixture(scope="session")
 def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     """A PostgreSQL server for the run, and the proxy ``faults.postgres`` to it.
@@ -53,7 +59,7 @@ def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     try:
         server = run_services(pytestconfig).postgres()
     except AsyncFaultsError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_once(exc)
     proxy_to(pytestconfig, "postgres", server.address, server.dsn)
     return server
 
@@ -68,7 +74,7 @@ def smtp_server(pytestconfig: pytest.Config) -> SmtpServer:
     try:
         server = run_services(pytestconfig).smtp()
     except AsyncFaultsError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_once(exc)
     proxy_to(pytestconfig, "smtp", server.address)
     return server
 
@@ -112,7 +118,7 @@ def asyncfaults_settings(request: pytest.FixtureRequest) -> Settings:
     try:
         return resolve(kwargs, option_reader(request.config), ini_reader(request.config))
     except InvalidError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_once(exc)
 
 
 @pytest.fixture
@@ -177,7 +183,7 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> dict[str, st
         try:
             env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
         except InvalidError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            fail_once(exc)
     return env
 
 
@@ -209,7 +215,7 @@ def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> AS
     try:
         return load_app(str(spec))
     except InvalidError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        fail_once(exc)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from .._exceptions import InvalidError
 from .._settings import resolve
 from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
-from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
+from ._keys import HARNESS_KEY, SEED_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
 from ._options import (
     declared_proxies,
     engine_mode,
@@ -23,9 +23,11 @@ from ._options import (
     ini_reader,
     option_reader,
     postgres_dsn,
-    read_seed,
+    run_seed,
+    seed_was_given,
     toxiproxy_url,
 )
+from ._secrets import mask_report
 from ._session import run_session
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "whose names match the patterns given), checking each one's expectations",
     )
     # Bad settings are a usage error at start, not an error in every fixture.
-    read_seed(config)
+    run_seed(config)
     engine_mode(config)
     declared_proxies(config)
     postgres_dsn(config)
@@ -63,8 +65,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if url is not None:
         backend = f"asyncfaults: Toxiproxy server at {url}"
     else:
-        seed = read_seed(config)
-        shown = "a fresh seed per run (shown when the engine starts)" if seed is None else seed
+        seed = run_seed(config)
+        shown = f"{seed}" if seed_was_given(config) else f"{seed} (fresh: repeat with "
+        shown += "" if seed_was_given(config) else f"--asyncfaults-seed={seed})"
         where = "in a child process" if engine_mode(config) == "process" else "in process"
         backend = f"asyncfaults: embedded fault engine {where}, seed {shown}"
     settings = resolve({}, option_reader(config), ini_reader(config))
@@ -74,6 +77,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"(grace {settings.leak_grace:g} s), lifespan limits {settings.startup_timeout:g} s / "
         f"{settings.shutdown_timeout:g} s",
     ]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller starting a worker: every worker draws with the run's seed."""
+    node.workerinput["asyncfaults_seed"] = run_seed(node.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test that had proxies says the seed its faults were drawn from; and no
+    report carries a password the plugin knows (a DSN in an assertion, a log line)."""
+    report = yield
+    if report.failed and "faults" in getattr(item, "fixturenames", ()):
+        seed = item.config.stash.get(SEED_KEY, None)
+        if seed is not None and toxiproxy_url(item.config) is None:
+            report.sections.append(
+                ("asyncfaults", f"seed {seed}: repeat this run with --asyncfaults-seed={seed}")
+            )
+    mask_report(report)
+    return report
 
 
 @pytest.hookimpl(trylast=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -20,6 +21,7 @@ from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
 from ._chaos import path_setting
+from ._keys import SEED_KEY
 
 if TYPE_CHECKING:
     pass
@@ -174,6 +176,26 @@ def read_seed(config: pytest.Config) -> int | None:
         raise pytest.UsageError(
             f"asyncfaults_seed={raw!r} is not valid: expected an integer"
         ) from None
+
+
+def run_seed(config: pytest.Config) -> int:
+    """The run's seed: the one given, else the controller's (an xdist worker), else a fresh
+    one, drawn once at start so that the header, every failing test's report and the JSON
+    report show the seed that repeats the run."""
+    seed = config.stash.get(SEED_KEY, None)
+    if seed is None:
+        seed = read_seed(config)
+        worker = getattr(config, "workerinput", None)
+        if seed is None and isinstance(worker, dict) and "asyncfaults_seed" in worker:
+            seed = int(worker["asyncfaults_seed"])
+        if seed is None:
+            seed = secrets.randbits(32)
+        config.stash[SEED_KEY] = seed
+    return seed
+
+
+def seed_was_given(config: pytest.Config) -> bool:
+    return read_seed(config) is not None
 
 
 def toxiproxy_url(config: pytest.Config) -> str | None:

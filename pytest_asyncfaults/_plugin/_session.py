@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from .._exceptions import AsyncFaultsError
-from ._keys import SEED_KEY, SERVICES_KEY, SESSION_KEY
-from ._options import declared_proxies, engine_mode, postgres_dsn, read_seed, toxiproxy_url
+from ._keys import SERVICES_KEY, SESSION_KEY
+from ._options import declared_proxies, engine_mode, postgres_dsn, run_seed, toxiproxy_url
 
 if TYPE_CHECKING:
     from .._backends._base import ProxyHost
@@ -83,16 +83,13 @@ def start_session(config: pytest.Config) -> Session:
             prefix = f"af-{secrets.token_hex(4)}-{worker}-"
             return Session(ToxiproxyHost(url).start(), prefix=prefix)
         if engine_mode(config) == "process":
-            config.stash[SEED_KEY] = read_seed(config)
-            child = start_serve_process(seed=read_seed(config))
+            child = start_serve_process(seed=run_seed(config))
             try:
                 return Session(ToxiproxyHost(child.url).start(), child=child)
             except BaseException:
                 child.stop()
                 raise
-        engine = Engine(seed=read_seed(config))
-        config.stash[SEED_KEY] = engine.seed
-        return Session(engine.start())
+        return Session(Engine(seed=run_seed(config)).start())
     except AsyncFaultsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
