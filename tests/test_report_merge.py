@@ -127,7 +127,20 @@ def test_three_shards_merge_into_the_matrix_of_one_run(
     assert twice.returncode == 2
     assert "is also in shard-healthy.json" in twice.stderr, twice.stderr
 
-    check_page_in_chromium(pytester.path / "site" / "matrix.html", tmp_path)
+    # as CI artifacts: the reports and timelines downloaded elsewhere, the originals gone
+    artifacts = pytester.path / "artifacts"
+    artifacts.mkdir()
+    for shard in shards:
+        (pytester.path / shard).rename(artifacts / shard)
+    (pytester.path / "timelines").rename(artifacts / "timelines")
+    moved = merge(
+        pytester,
+        *(f"artifacts/{shard}" for shard in shards),
+        "--html",
+        "artifacts/site/matrix.html",
+    )
+    assert moved.returncode == 1, moved.stderr
+    check_page_in_chromium(artifacts / "site" / "matrix.html", tmp_path)
 
 
 def check_page_in_chromium(page: Path, workdir: Path) -> None:

@@ -136,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(seed=args.seed)
     if args.command == "serve":
+        from .._backends._process import require_serve_stack
+        from .._exceptions import ServiceError
+
+        try:
+            require_serve_stack("asyncfaults serve")
+        except ServiceError as exc:
+            print(f"asyncfaults serve: {exc}", file=sys.stderr)
+            return 2
         from ._serve import run_serve
 
         return run_serve(

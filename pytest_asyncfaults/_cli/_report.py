@@ -19,6 +19,7 @@ from .._scenario._matrix import (
     format_matrix,
     merge_reports,
     read_report,
+    relocate_timelines,
     render_matrix_html,
     rows_of,
 )
@@ -34,6 +35,8 @@ def run_merge(
     """Merge; exit 0 when every cell passed or was skipped, 1 when one failed, 2 bad usage."""
     try:
         shards = [(name, read_report(Path(name))) for name in reports]
+        for name, document in shards:
+            relocate_timelines(document, Path(name))
         document = merge_reports(shards)
         if output is not None:
             _write(Path(output), dump_document(document))

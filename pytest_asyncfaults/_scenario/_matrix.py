@@ -120,6 +120,24 @@ def read_report(path: Path) -> dict[str, Any]:
     return document
 
 
+def relocate_timelines(document: dict[str, Any], report: Path) -> None:
+    """Point each timeline at where it is now: a shard's report names the timelines where its
+    CI job wrote them; downloaded as artifacts beside the report, they are found again
+    under the report's directory by their file name."""
+    found: dict[str, Path] | None = None
+    for result in document["results"]:
+        timeline = result.get("timeline")
+        if not isinstance(timeline, str) or Path(timeline).exists():
+            continue
+        if found is None:
+            found = {}
+            for candidate in sorted(report.resolve().parent.rglob("*.html")):
+                found.setdefault(candidate.name, candidate)
+        moved = found.get(Path(timeline).name)
+        if moved is not None:
+            result["timeline"] = str(moved)
+
+
 def merge_reports(shards: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """One report from the reports of a matrix's shards (``(name, document)`` each).
 
