@@ -6,13 +6,13 @@ fixture loop scope per test anyway."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    try:
+    with contextlib.suppress(ValueError):  # a pytest-asyncio that knows it
         parser.addini(
             "asyncio_default_fixture_loop_scope", "pytest-asyncio 0.24's key, accepted (floor)"
         )
-    except ValueError:  # a pytest-asyncio that knows it
-        pass
