@@ -16,22 +16,87 @@ from typing import Final
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from ._exceptions import InvalidError
+from ._values import TEXT_MAX, spelled
+
+_ADDRESS_MAX: Final = 300
+_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def parse_address(
     field_name: str, value: object, *, default_host: str | None = None
 ) -> tuple[str, int]:
-    """``"host:port"`` (or ``"[v6]:port"``) to a pair, with a message naming the field."""
+    """``"host:port"`` (or ``"[v6]:port"``) to a pair, with a message naming the field.
+
+    The host is an IP address (an IPv6 one in brackets) or a host name of
+    letters, digits, ``-``, ``_`` and dots; the port, ASCII digits from 0 to
+    65535. Anything else (``[::1``, a port of a hundred digits) is one
+    ``InvalidError``, never an error from the resolver or from ``int``.
+    """
     allowed = 'expected "host:port" with a port from 0 to 65535'
-    if not isinstance(value, str):
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
+    if not isinstance(value, str) or len(value) > _ADDRESS_MAX:
+        raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}")
     host, sep, port_text = value.rpartition(":")
-    if not sep and default_host is None:
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
-    host = host.strip("[]") if host else (default_host or "")
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise InvalidError(f"{field_name}={value!r} is not valid: {allowed}")
+    if not sep:
+        if default_host is None:
+            raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}")
+        port_text = value
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        bracketed = True
+    else:
+        bracketed = False
+    host = host or (default_host or "")
+    if (
+        not valid_host(host)
+        or (":" in host and not bracketed)
+        or not re.fullmatch(r"[0-9]{1,5}", port_text)
+        or int(port_text) > 65535
+    ):
+        raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}")
     return host, int(port_text)
+
+
+def valid_host(host: str) -> bool:
+    """An IP address, or a host name (RFC 1123 labels, ``_`` allowed as resolvers do)."""
+    if not host or len(host) > 253:
+        return False
+    try:
+        ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return all(_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+
+
+def is_wildcard(host: str) -> bool:
+    """Every interface: ``0.0.0.0`` or ``::`` (what Testcontainers asks a proxy to listen on)."""
+    try:
+        return ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def parse_url(field_name: str, value: object) -> str:
+    """An ``http://host:port`` URL (an API's), checked; the URL without a trailing slash."""
+    allowed = "expected http://host:port or https://host:port"
+    if not isinstance(value, str) or len(value) > 2048:
+        raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}")
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname or ""
+        port = parts.port  # ValueError when not a number from 0 to 65535
+    except ValueError:
+        raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not valid_host(host)
+        or (port is not None and port == 0)
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise InvalidError(f"{spelled(field_name, value)} is not valid: {allowed}")
+    return value.strip().rstrip("/")
 
 
 def format_address(host: str, port: int) -> str:
@@ -153,3 +218,22 @@ def mask_env(name: str, value: str) -> str:
     if _SECRET_NAME.search(name) and value:
         return MASK
     return mask_secrets(value)
+
+
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+def env_pair(where: str, text: str) -> tuple[str, str]:
+    """``NAME=value`` of an environment variable to set: a name the shell could set
+    (letters, digits, ``_``), a value without NUL (``os.environ`` refuses one)."""
+    name, value = parse_pair(where, text, "NAME=value", value_required=False)
+    if not _ENV_NAME.fullmatch(name):
+        raise InvalidError(
+            f"{where} is not valid: expected NAME=value with a NAME of letters, digits "
+            f"and '_', not starting with a digit"
+        )
+    if "\x00" in value or len(value) > TEXT_MAX:
+        raise InvalidError(
+            f"{where} is not valid: expected a value without NUL, at most {TEXT_MAX} characters"
+        )
+    return name, value

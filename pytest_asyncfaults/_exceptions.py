@@ -24,12 +24,16 @@ should ever reach a user as a bare traceback::
 The number after each error is its HTTP status, as a class attribute
 (``status``): ``asyncfaults serve`` answers an error with it, and the client
 of a Toxiproxy API maps a status back onto the same tree with
-``error_for_status``: no second table exists.
+``error_for_status``: no second table exists. Where Toxiproxy has its own
+words for the same mistake ("proxy not found"), the error carries them too
+(``toxiproxy``, set with ``in_toxiproxy_words``): ``serve`` answers with
+Toxiproxy's words, and with ours beside them, so a client that compares the
+text sees Toxiproxy's.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 __all__ = (
     "AlreadyExistsError",
@@ -55,6 +59,8 @@ class AsyncFaultsError(Exception):
 
     status: ClassVar[int] = 500
     """The HTTP status ``asyncfaults serve`` answers this error with (Toxiproxy's)."""
+    toxiproxy: str | None = None
+    """Toxiproxy 2.12's own message for the same error, word for word, if it has one."""
 
 
 class InvalidError(AsyncFaultsError, ValueError):
@@ -124,6 +130,15 @@ class ExpectationError(AsyncFaultsError, AssertionError):
 
 class AsyncFaultsWarning(UserWarning):
     """A check of pytest-asyncfaults set to "warn" found something."""
+
+
+E = TypeVar("E", bound=AsyncFaultsError)
+
+
+def in_toxiproxy_words(error: E, words: str) -> E:
+    """``error``, carrying what Toxiproxy 2.12 says in its place (its ``api.go`` errors)."""
+    error.toxiproxy = words
+    return error
 
 
 _BY_STATUS: Final[dict[int, type[AsyncFaultsError]]] = {

@@ -7,30 +7,25 @@ A bad value names where it came from, the value, and what is allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, final
 
 from ._exceptions import InvalidError
+from ._values import TEXT_MAX, invalid, seconds, shown
 
 LeakPolicy = Literal["fail", "warn", "off"]
 
 
 def _seconds(value: object, where: str) -> float:
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise InvalidError(f"{where}={value!r} is not valid: expected a number of seconds >= 0")
-    return seconds
+    """Seconds >= 0 and at most a week, as a number (the marker) or text (a flag, the ini)."""
+    return seconds(where, value, text=True)
 
 
 def _policy(value: object, where: str) -> LeakPolicy:
     if value in ("fail", "warn", "off"):
         return value
-    raise InvalidError(f"{where}={value!r} is not valid: expected 'fail', 'warn' or 'off'")
+    raise invalid(where, value, "'fail', 'warn' or 'off'")
 
 
 LibraryTasks = Literal["ignore", "watch"]
@@ -39,7 +34,7 @@ LibraryTasks = Literal["ignore", "watch"]
 def _library_tasks(value: object, where: str) -> LibraryTasks:
     if value in ("ignore", "watch"):
         return value
-    raise InvalidError(f"{where}={value!r} is not valid: expected 'ignore' or 'watch'")
+    raise invalid(where, value, "'ignore' or 'watch'")
 
 
 def _setting(default: Any, parse: Callable[[object, str], Any], help: str) -> Any:
@@ -50,19 +45,15 @@ def _setting(default: Any, parse: Callable[[object, str], Any], help: str) -> An
 def _patterns(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split()
-    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+    if isinstance(value, list | tuple) and all(
+        isinstance(item, str) and "\x00" not in item and len(item) <= TEXT_MAX for item in value
+    ):
         return tuple(item.strip() for item in value if item.strip())
-    raise InvalidError(
-        f"{where}={value!r} is not valid: expected task-name patterns or creation sites "
-        f"(file.py or file.py:line)"
-    )
+    raise invalid(where, value, "task-name patterns or creation sites (file.py or file.py:line)")
 
 
 def _positive_seconds(value: object, where: str) -> float:
-    seconds = _seconds(value, where)
-    if seconds <= 0:
-        raise InvalidError(f"{where}={value!r} is not valid: expected a number of seconds > 0")
-    return seconds
+    return seconds(where, value, positive=True, text=True)
 
 
 @final
@@ -153,23 +144,39 @@ MANY: Final = frozenset({"allow"})
 """Settings given as a list: repeated on the command line, one a line in the ini file."""
 
 
+def marker_field(name: str) -> str:
+    """How a message names a marker keyword: ``@pytest.mark.asyncfaults(settle='x')``."""
+    return f"@pytest.mark.asyncfaults({name}=)"
+
+
 def resolve(
     marker_kwargs: Mapping[str, object],
     option: Callable[[str], object],
     ini: Callable[[str], object],
+    *,
+    marker_args: tuple[object, ...] = (),
 ) -> Settings:
-    """Settings for one test, validated, from its marker, the command line and the ini file."""
+    """Settings for one test, validated, from its marker, the command line and the ini file.
+
+    A flag given empty (``--asyncfaults-settle=``) is a bad value, not the default:
+    only a flag not given at all (``None``) falls through to the ini file.
+    """
+    if marker_args:
+        raise InvalidError(
+            f"@pytest.mark.asyncfaults({', '.join(shown(arg) for arg in marker_args)}) is not "
+            f"valid: expected settings as keywords, e.g. @pytest.mark.asyncfaults(settle=10)"
+        )
     unknown = set(marker_kwargs) - set(PARSERS)
     if unknown:
         raise InvalidError(
-            f"@pytest.mark.asyncfaults({sorted(unknown)[0]}=...) is not a setting: "
+            f"@pytest.mark.asyncfaults({shown(sorted(unknown)[0])[1:-1]}=...) is not a setting: "
             f"expected one of {', '.join(PARSERS)}"
         )
     values: dict[str, Any] = {}
     for name, parse in PARSERS.items():
         if name in marker_kwargs:
-            values[name] = parse(marker_kwargs[name], f"@pytest.mark.asyncfaults({name})")
-        elif (given := option(name)) not in (None, "", []):
+            values[name] = parse(marker_kwargs[name], marker_field(name))
+        elif (given := option(name)) is not None:
             values[name] = parse(given, f"--asyncfaults-{name.replace('_', '-')}")
         elif (given := ini(name)) not in (None, "", []):
             values[name] = parse(given, f"asyncfaults_{name}")

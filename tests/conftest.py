@@ -7,6 +7,7 @@ thread and loop) is exercised exactly as an app would use it: over TCP.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -21,6 +22,13 @@ from pytest_asyncfaults import Engine
 # imported by a first inner run, then afresh by a second, would be a second copy
 # of FastAPI on top of the one Starlette the plugin already holds, and its
 # routing would stop matching (307 for every path). Imported here once, it stays.
+
+# Faker's pytest plugin (installed with Litestar, through polyfactory) costs every pytest
+# start a third of a second of imports, and no test here uses it: the pytest runs the
+# tests start (pytester's, the examples') go without it, as this one does (pyproject).
+os.environ["PYTEST_ADDOPTS"] = " ".join(
+    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), "-p no:faker"])
+)
 
 IO_TIMEOUT = 10.0
 """Every blocking socket in the tests gives up after this many seconds."""

@@ -78,3 +78,19 @@ def test_scale_bench_settles_and_reports_many_tasks() -> None:
         "report_stuck_s",
         "report_stuck_bytes",
     }
+
+
+def test_overhead_bench_times_each_suite_per_test() -> None:
+    report = quick_run("overhead.py")
+    assert set(report["median_ms_per_test"]) == {"plain", "app_client", "app_client_faults"}
+    assert all(ms > 0 for ms in report["median_ms_per_test"].values())
+    assert (
+        report["targets"]["added_ms_per_test"]["measured"]
+        == (report["added_ms_per_test"]["app_client"])
+    )
+
+
+def test_fuzz_bench_runs_the_readers() -> None:
+    report = quick_run("fuzz.py")
+    assert report["nothing_found"] is True
+    assert "passed" in report["result"]

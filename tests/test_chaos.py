@@ -93,6 +93,9 @@ async def close_held():
         held.pop().close()
 """
 
+NO_FAULTS = 'description = "no faults"\n'
+"""A scenario file without faults or expectations (an empty one is refused)."""
+
 HEALTHY = """
 [expect]
 settle = 2
@@ -227,7 +230,7 @@ def test_marker_patterns_choose_scenarios(pytester: pytest.Pytester, echo_server
                 pass
             """
     }
-    make_project(pytester, echo_server, dict.fromkeys(names, ""), tests)
+    make_project(pytester, echo_server, dict.fromkeys(names, NO_FAULTS), tests)
     result = run(pytester, "--collect-only", "-q")
     assert [line for line in result.stdout.lines if line.startswith("test_")] == [
         "test_patterns.py::test_some[db_down]",
@@ -265,7 +268,9 @@ def test_a_marker_that_selects_nothing_stops_the_run_with_its_message(
     pytester: pytest.Pytester, marker: str, ini: str, message: str
 ) -> None:
     pytester.makeini(f"[pytest]\n{ASYNCIO}{ini}")
-    pytester.makefile(".toml", **{"scenarios/db_down": "", "scenarios/smtp_reset": ""})
+    pytester.makefile(
+        ".toml", **{"scenarios/db_down": NO_FAULTS, "scenarios/smtp_reset": NO_FAULTS}
+    )
     pytester.makepyfile(
         test_nomatch=f"""
         import pytest
@@ -558,7 +563,7 @@ def test_no_leaks_overrides_the_leaks_setting_both_ways(
     scenarios = {
         "strict": "[expect]\nno_leaks = true\n",
         "lenient": "[expect]\nno_leaks = false\n",
-        "unsaid": "",
+        "unsaid": NO_FAULTS,
     }
     make_project(pytester, echo_server, scenarios, {"test_leaky": LEAKY_APP})
     result, verdicts = run_with_report(pytester, *backend_args)
@@ -690,6 +695,7 @@ def test_the_matrix_the_json_report_and_junit_say_the_same(
     scenarios = {"healthy": HEALTHY, "blackhole": BLACKHOLE}
     make_project(pytester, echo_server, scenarios, {"test_report": REPORTED})
     report = pytester.path / "out" / "chaos.json"
+    report.parent.mkdir()  # a report goes into a directory that exists, never one it makes
     result = run(
         pytester,
         "--asyncfaults-seed",

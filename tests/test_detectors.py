@@ -521,7 +521,7 @@ def test_bad_setting_in_a_marker_is_one_clear_error(
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
         [
-            "*@pytest.mark.asyncfaults(leaks)='sometimes' is not valid: expected 'fail', 'warn' "
+            "*@pytest.mark.asyncfaults(leaks='sometimes') is not valid: expected 'fail', 'warn' "
             "or 'off'*",
             "*@pytest.mark.asyncfaults(setle=...) is not a setting: expected one of settle,*",
         ]

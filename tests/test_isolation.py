@@ -15,7 +15,6 @@ import pytest
 from pytest_asyncfaults._backends._process import ServeProcess, start_serve_process
 
 pytest_plugins = ["pytester"]
-pytestmark = pytest.mark.plugin
 
 TESTS = textwrap.dedent(
     """

@@ -108,7 +108,7 @@ def test_the_test_timeout_is_a_setting_with_a_clear_error(
     result, _ = run_bounded(pytester, backend_args)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*@pytest.mark.asyncfaults(timeout)=0 is not valid: expected a number of seconds > 0*"]
+        ["*@pytest.mark.asyncfaults(timeout=0) is not valid: expected a number of seconds > 0*"]
     )
 
 

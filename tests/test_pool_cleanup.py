@@ -12,7 +12,6 @@ import pytest
 from pathological import INI
 
 pytest_plugins = ["pytester"]
-pytestmark = pytest.mark.plugin
 
 ASYNCPG_APP = """
 import contextlib

@@ -10,6 +10,8 @@ and the test after the hung one must pass.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pathological import (
     INI,
@@ -18,6 +20,8 @@ from pathological import (
 )
 
 from pytest_asyncfaults import PostgresServer
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.plugin
@@ -163,7 +167,8 @@ def test_the_readmes_shape_on_a_handler_that_queries_a_blackholed_database(
 ) -> None:
     """``async with faults.postgres.blackhole(): await app_client.get("/articles")``, where
     the handler itself queries PostgreSQL (no timeout: the bug): the test fails within the
-    request's timeout with the handler's line and the fault that was on."""
+    request's timeout with the handler's line and the fault that was on. So does each row
+    of a chaos matrix under the shipped scenarios, and the matrix goes on to its end."""
     pytester.makeini(INI)
     pytester.makeconftest(
         """
@@ -193,10 +198,16 @@ def asgi_app(postgres_server, faults):
     )
     pytester.makepyfile(
         """
+        import pytest
+
         async def test_articles_under_a_database_stall(app_client, tasks, faults):
             async with faults.postgres.blackhole():
                 response = await app_client.get("/articles", timeout=2.0)
             assert response.status_code == 200
+
+        @pytest.mark.chaos("db_blackhole", "db_latency_spike")
+        async def test_articles_under_chaos(app_client, tasks):
+            assert (await app_client.get("/articles", timeout=2.0)).status_code == 200
 
         async def test_articles(app_client, tasks):
             assert (await app_client.get("/articles", timeout=10.0)).json() == [{"id": 1}]
@@ -206,7 +217,9 @@ def asgi_app(postgres_server, faults):
         pytester,
         backend_args,
         f"--asyncfaults-postgres-dsn={postgres_server.dsn}",
+        f"--asyncfaults-scenarios={SCENARIOS}",
         deadline=2.0,
+        failed=3,  # the blackhole, and each row of the shipped scenarios' matrix
         lines=[
             "*ReadTimeout*GET /articles #*got no response within 2 s (the read timeout)*",
             "*> conftest.py:11 in articles*",

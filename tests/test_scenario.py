@@ -39,6 +39,9 @@ EXPECT_KEYS = "settle, outcome, exception, logged, cleaned_up, no_leaks, max_sta
 MS = "a whole number of milliseconds >= 0"
 
 
+BASELINE = 'description = "no faults"'
+
+
 def write(directory: Path, text: str, name: str = "scenario") -> Path:
     path = directory / f"{name}.toml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
@@ -206,10 +209,23 @@ def test_the_same_explicit_name_on_two_proxies_is_fine(tmp_path: Path) -> None:
     ]
 
 
-def test_an_empty_file_is_a_scenario_without_faults_or_expectations(tmp_path: Path) -> None:
-    scenario = load_scenario(write(tmp_path, "", name="healthy"))
-    assert scenario == Scenario("healthy", (), Expectations(), "", tmp_path / "healthy.toml")
+def test_a_scenario_without_faults_or_expectations_says_so(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, 'description = "baseline"', name="healthy"))
+    assert scenario == Scenario(
+        "healthy", (), Expectations(), "baseline", tmp_path / "healthy.toml"
+    )
     assert scenario.expect.describe() == "nothing"
+
+
+def test_an_empty_file_is_refused_naming_what_a_scenario_needs(tmp_path: Path) -> None:
+    path = write(tmp_path, "", name="healthy")
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(path)
+    assert str(raised.value) == (
+        f"{path}: the scenario is empty: expected its faults ([[faults]] or [[steps]]), "
+        f"its expectations ([expect]), or for a run without faults a description "
+        f'(description = "no faults: the baseline")'
+    )
 
 
 def test_whole_numbers_are_accepted_where_seconds_and_fractions_are(tmp_path: Path) -> None:
@@ -455,7 +471,7 @@ def test_a_file_that_is_not_text_cannot_be_read(tmp_path: Path) -> None:
 
 
 def test_a_name_that_cannot_be_a_test_id_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, "", name="_hidden")
+    path = write(tmp_path, BASELINE, name="_hidden")
     with pytest.raises(ScenarioError) as raised:
         load_scenario(path)
     assert str(raised.value) == (
@@ -471,8 +487,8 @@ def test_directories_and_files_load_in_name_order(tmp_path: Path) -> None:
     first, second = tmp_path / "one", tmp_path / "two"
     first.mkdir()
     second.mkdir()
-    write(first, "", name="zeta")
-    write(first, "", name="alpha")
+    write(first, BASELINE, name="zeta")
+    write(first, BASELINE, name="alpha")
     (first / "notes.txt").write_text("not a scenario", encoding="utf-8")
     single = write(second, 'description = "a file given by itself"', name="mid")
     scenarios = load_scenarios([first, single])
@@ -495,8 +511,8 @@ def test_a_scenario_name_twice_across_directories_is_refused(tmp_path: Path) -> 
     first, second = tmp_path / "one", tmp_path / "two"
     first.mkdir()
     second.mkdir()
-    write(first, "", name="db_down")
-    write(second, "", name="db_down")
+    write(first, BASELINE, name="db_down")
+    write(second, BASELINE, name="db_down")
     with pytest.raises(ScenarioError) as raised:
         load_scenarios([first, second])
     assert str(raised.value) == (

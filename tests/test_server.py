@@ -52,13 +52,17 @@ def free_port() -> int:
 
 
 def error_of(response: httpx.Response, status: int) -> str:
-    """Toxiproxy's error body, ``{"error": ..., "status": N}``, and its message."""
+    """Toxiproxy's error body, ``{"error": ..., "status": N}``, and our message.
+
+    Where Toxiproxy has its own words for the error, ``error`` holds them and
+    ``detail`` ours (the field, the value, what is allowed); else ``error`` is ours.
+    """
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error", "status"}, body
+    assert {"error", "status"} <= set(body) <= {"error", "status", "detail", "proxies"}, body
     assert body["status"] == status
     assert "Traceback" not in body["error"]
-    message: str = body["error"]
+    message: str = body.get("detail", body["error"])
     return message
 
 

@@ -8,6 +8,7 @@ milliseconds, not by hundreds, so neither side depends on luck.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,78 @@ async def test_a_block_beside_a_collection_counts_the_blocks_own_time() -> None:
     assert stall.blocking_frame is not None
     assert stall.blocking_frame.lineno == line_of("# blocks: beside the collector")
     assert "in Python's garbage collector" in format_stall(stall).splitlines()[0]
+
+
+@contextlib.contextmanager
+def sharing_one_cpu() -> Iterator[None]:
+    """This thread and two spinning processes pinned to one CPU: it waits for the CPU."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs CPU affinity")
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SPINNER, str(cpu)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        for hog in hogs:
+            assert hog.stdout is not None
+            assert hog.stdout.readline() == "spinning\n"
+        os.sched_setaffinity(0, {cpu})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.communicate()
+
+
+@pytest.mark.asyncio
+async def test_a_collection_on_a_busy_machine_is_told_apart_once() -> None:
+    """The collector's time holds its own waits for the CPU: a stall less both must not
+    take them off twice (0.3 s of ``time.sleep`` after collections on a shared CPU)."""
+    heap = [[index] for index in range(500_000)]
+    with sharing_one_cpu(), on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        while time.monotonic() - started < 0.2:
+            gc.collect()
+        time.sleep(0.3)  # noqa: ASYNC251  # blocks: on a busy machine
+        await asyncio.sleep(0.05)
+    assert len(heap) == 500_000
+    (stall,) = [stall for stall in watchdog.stalls if stall.duration > 0.3]
+    assert 0.28 <= stall.own < 0.45, stall
+
+
+@pytest.mark.asyncio
+async def test_another_threads_collection_is_the_blocks_own_time() -> None:
+    """A loop in ``time.sleep`` does not want the GIL: another thread's collections did
+    not hold it up, and its stall is the app's whole."""
+    heap = [[index] for index in range(500_000)]
+    done = threading.Event()
+
+    def collect() -> None:
+        while not done.is_set():
+            gc.collect()
+
+    collector = threading.Thread(target=collect)
+    with on_this_loop() as watchdog:
+        await asyncio.sleep(0.05)
+        collector.start()
+        try:
+            time.sleep(0.3)  # noqa: ASYNC251  # blocks: while another thread collects
+        finally:
+            done.set()
+            collector.join()
+        await asyncio.sleep(0.05)
+    assert len(heap) == 500_000
+    (stall,) = [stall for stall in watchdog.stalls if stall.duration > 0.25]
+    assert stall.collecting == 0.0
+    assert stall.own >= 0.28
 
 
 @pytest.mark.asyncio
@@ -443,37 +517,19 @@ SPINNER = (
 )
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_the_run_queue_wait_is_read_from_the_system() -> None:
     """Two spinning processes pinned to this thread's CPU: the thread waits for it."""
-    queue = _RunQueue(threading.get_native_id())
     if not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"):
         pytest.skip("the system keeps no scheduler statistics")
-    before_affinity = os.sched_getaffinity(0)
-    cpu = min(before_affinity)
-    hogs = [
-        subprocess.Popen(
-            [sys.executable, "-c", SPINNER, str(cpu)], stdout=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
+    queue = _RunQueue(threading.get_native_id())
     try:
-        for hog in hogs:
-            assert hog.stdout is not None
-            assert hog.stdout.readline() == "spinning\n"
-        os.sched_setaffinity(0, {cpu})
-        try:
+        with sharing_one_cpu():
             before = queue.seconds()
             started = time.monotonic()
             _spin(0.3)
             waited = queue.seconds() - before
             elapsed = time.monotonic() - started
-        finally:
-            os.sched_setaffinity(0, before_affinity)
     finally:
-        for hog in hogs:
-            hog.kill()
-            hog.communicate()
         queue.close()
     assert 0.05 < waited < elapsed, (waited, elapsed)
     assert queue.seconds() == 0.0  # closed: says nothing

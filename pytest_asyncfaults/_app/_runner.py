@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import sys
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
@@ -25,17 +26,30 @@ from .._frames import describe_exception, leaves, raised_at
 from .._tasks._context import RequestInfo, current_role
 from .._tasks._monitor import CANCEL_BOUND, TaskMonitor
 from .._tasks._watchdog import interrupt_past
+from .._values import invalid
 from ._transport import ServerLikeTransport
 
 ASGIApp = Callable[..., Any]
 BASE_URL: Final = "http://testserver"
 
 
+_DOTTED: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def check_app_spec(field: str, spec: object) -> str:
+    """``package.module:attribute``, both parts dotted Python names (no path, no ``..``)."""
+    if not isinstance(spec, str) or len(spec) > 1000:
+        raise invalid(field, spec, "'package.module:app'")
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not _DOTTED.fullmatch(module_name) or not _DOTTED.fullmatch(attribute):
+        raise invalid(field, spec, "'package.module:app' (dotted Python names, not a path)")
+    return spec
+
+
 def load_app(spec: str, *, field: str = "asyncfaults_app") -> ASGIApp:
     """``"package.module:attribute"`` to the ASGI app it names, with a clear error."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise InvalidError(f"{field}={spec!r} is not valid: expected 'package.module:app'")
+    check_app_spec(field, spec)
+    module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -13,6 +13,7 @@ from typing import final
 
 from .._engine._core import FaultCore
 from .._exceptions import InvalidError
+from .._values import shown
 from ._base import CALL_TIMEOUT, ProxyHost
 
 
@@ -27,18 +28,27 @@ class Engine(ProxyHost[FaultCore]):
 
     thread_name = "asyncfaults-engine"
 
-    def __init__(self, *, seed: int | None = None, call_timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        allow_remote: bool = False,
+    ) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise InvalidError(f"seed={seed!r} is not valid: expected an integer")
+            raise InvalidError(f"seed={shown(seed)} is not valid: expected an integer")
         super().__init__(call_timeout=call_timeout)
         self.seed: int = secrets.randbits(32) if seed is None else seed
+        self.allow_remote = allow_remote
+        """Whether proxies may listen beyond loopback; without it, 0.0.0.0 and :: are
+        served on loopback and other addresses refused (``FaultCore._listen``)."""
         """Fixes every random decision (toxicity, jitter, slicer sizes): print it to repeat."""
 
     def describe(self) -> str:
         return f"the embedded fault engine (seed {self.seed})"
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> FaultCore:
-        return FaultCore(loop, self.seed)
+        return FaultCore(loop, self.seed, allow_remote=self.allow_remote)
 
     async def _close(self, target: FaultCore) -> None:
         target.close()

@@ -95,8 +95,10 @@ class ToxiproxyClient:
         if response.is_success:
             return response.json() if response.content else None
         try:
-            message = str(response.json()["error"])
-        except (ValueError, KeyError, TypeError):
+            # ``asyncfaults serve`` says what Toxiproxy says in "error", and more in "detail".
+            answer: dict[str, Any] = response.json()
+            message = str(answer.get("detail") or answer["error"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             message = response.text.strip() or response.reason_phrase
         raise error_for_status(response.status_code, message)(f"Toxiproxy at {self.url}: {message}")
 
@@ -132,7 +134,7 @@ class ToxiproxyClient:
 
     async def populate(self, proxies: list[Mapping[str, object]]) -> list[ProxyInfo]:
         data = await self._request("POST", "/populate", proxies)
-        return [proxy_from_json(proxy) for proxy in data["proxies"]]
+        return [proxy_from_json(proxy) for proxy in data.get("proxies") or ()]
 
     async def stats(self, name: str) -> ProxyStats:
         if not self.extensions:

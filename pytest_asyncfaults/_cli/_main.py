@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._version import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said in one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _port(text: str) -> int:
@@ -16,11 +24,9 @@ def _port(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="asyncfaults", description="Fault injection for async Python web apps."
-    )
+    parser = _Parser(prog="asyncfaults", description="Fault injection for async Python web apps.")
     parser.add_argument("--version", action="version", version=f"asyncfaults {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo = commands.add_parser("demo", help="a short tour of the fault proxy on loopback")
     demo.add_argument("--seed", type=int, default=1, help="engine seed (default: 1)")
     serve = commands.add_parser(
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repro.add_argument(
         "--within",
         type=float,
+        metavar="SECONDS",
         help="seconds to wait for the background work (default: the scenario's settle, else 10)",
     )
     repro.add_argument(

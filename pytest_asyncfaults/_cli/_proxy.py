@@ -21,6 +21,8 @@ from .._address import format_address, is_loopback, parse_address, parse_pair
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, InvalidError
 from .._scenario._inline import scenario_from_options
+from .._toxics._spec import check_name
+from .._values import seconds, spelled
 
 
 @final
@@ -38,10 +40,11 @@ def parse_proxies(values: Sequence[str], *, allow_remote: bool) -> list[ProxyPla
     plans = []
     for text in values:
         name, rest = parse_pair(
-            f"--proxy={text!r}",
+            spelled("--proxy", text),
             text,
             "NAME=HOST:PORT[@LISTEN_HOST:PORT], e.g. postgres=127.0.0.1:5432@127.0.0.1:15432",
         )
+        check_name(f"--proxy {name}", name)
         upstream, at, listen = rest.partition("@")
         parse_address(f"--proxy {name} upstream", upstream.strip())
         listen = listen.strip() if at else "127.0.0.1:0"
@@ -56,7 +59,8 @@ def parse_proxies(values: Sequence[str], *, allow_remote: bool) -> list[ProxyPla
         raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
     names = [plan.name for plan in plans]
     if len(set(names)) != len(names):
-        raise InvalidError(f"--proxy names must be unique: {', '.join(names)}")
+        twice = next(name for name in names if names.count(name) > 1)
+        raise InvalidError(f"--proxy names must be unique: {twice} is given twice")
     return plans
 
 
@@ -73,8 +77,8 @@ def run_proxy(
     """Run until SIGINT/SIGTERM or ``duration``; 0 on a clean stop, 1 on failure, 2 on usage."""
     try:
         plans = parse_proxies(proxies, allow_remote=allow_remote)
-        if duration is not None and not duration > 0:
-            raise InvalidError(f"--duration={duration!r} is not valid: expected seconds > 0")
+        if duration is not None:
+            seconds("--duration", duration, positive=True)
         plan = scenario_from_options(scenario, toxics, (proxy.name for proxy in plans))
     except InvalidError as exc:
         print(f"asyncfaults proxy: {exc}", file=sys.stderr)
@@ -86,7 +90,7 @@ def run_proxy(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Engine(seed=seed) as engine:
+        with Engine(seed=seed, allow_remote=allow_remote) as engine:
             for proxy in plans:
                 info = engine.create_proxy(proxy.name, proxy.upstream, proxy.listen)
                 print(f"{proxy.name}: listening on {info.listen} -> {info.upstream}", file=out)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -27,14 +28,16 @@ from typing import Final, TextIO, final
 import httpx
 
 from .._address import (
+    env_pair,
     format_address,
     mask_env,
     mask_secrets,
+    parse_address,
     parse_pair,
     register_dsn,
     register_secret,
 )
-from .._app._runner import AppRunner, load_app, make_client
+from .._app._runner import AppRunner, check_app_spec, load_app, make_client
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
 from .._faults import Faults
@@ -48,8 +51,11 @@ from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome
 from .._tasks._watchdog import interrupt_past
 from .._timeline import write_timeline
+from .._toxics._spec import check_name
+from .._values import DATA_MAX_BYTES, TEXT_MAX, invalid, read_bounded, seconds, shown, spelled
 
 DEFAULT_WITHIN: Final = 10.0
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -120,28 +126,48 @@ def make_plan(
     timeline: str | None,
 ) -> ReproPlan:
     """Check every part of the command line; the first bad one raises ``InvalidError``."""
+    check_app_spec("APP", app)
     upstreams: dict[str, str] = {}
     dsns: dict[str, str] = {}
     for name, upstream in _pairs(
         "--proxy", proxies, "NAME=HOST:PORT or NAME=postgresql://user:password@host:port/db"
     ):
+        check_name(f"--proxy {name}", name)
+        if name in upstreams:
+            raise InvalidError(
+                f"--proxy {name}={mask_secrets(upstream)} is not valid: {name} was given "
+                f"already (--proxy {name}={mask_secrets(upstreams[name])}): proxy names must be "
+                f"unique"
+            )
         if "://" in upstream:
             dsns[name] = upstream
             register_dsn(upstream)  # never printed
             upstream = format_address(*parse_dsn(f"--proxy {name}", upstream))
+        else:
+            parse_address(f"--proxy {name}", upstream)
         upstreams[name] = upstream
     if not upstreams:
         raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
     plan_scenario = scenario_from_options(scenario, toxics, upstreams)
     method, _, path = request.strip().partition(" ")
     method, path = method.upper(), path.strip()
-    if not method.isalpha() or not path.startswith("/"):
-        raise InvalidError(
-            f"--request={request!r} is not valid: expected 'METHOD /path', e.g. 'POST /upload'"
-        )
+    if (
+        not method.isascii()
+        or not method.isalpha()
+        or len(method) > 20
+        or not path.startswith("/")
+        or len(path) > 8000
+        or not path.isprintable()
+        or " " in path
+    ):
+        raise invalid("--request", request, "'METHOD /path', e.g. 'POST /upload'")
     body: bytes | None = None
     if data is not None:
-        body = _read(data[1:], "--data").encode() if data.startswith("@") else data.encode()
+        body = (
+            read_bounded(f"--data=@{data[1:]}", data[1:], DATA_MAX_BYTES)
+            if data.startswith("@")
+            else data.encode()
+        )
     upload = []
     for name, value in _pairs("--file", files, "FIELD=PATH, e.g. file=march.csv"):
         if not Path(value).is_file():
@@ -150,22 +176,32 @@ def make_plan(
     header_list = []
     for text in headers:
         name, sep, value = text.partition(":")
-        if not sep or not name.strip():
-            raise InvalidError(f"--header={text!r} is not valid: expected 'Name: value'")
+        if (
+            not sep
+            or not _HEADER_NAME.fullmatch(name.strip())
+            or any(char in value for char in "\r\n\x00")
+            or len(text) > TEXT_MAX
+        ):
+            raise invalid("--header", text, "'Name: value' (a token, then text on one line)")
         header_list.append((name.strip(), value.strip()))
-    if within is not None and not within > 0:
-        raise InvalidError(f"--within={within!r} is not valid: expected seconds > 0")
-    if not startup_timeout > 0:
-        raise InvalidError(
-            f"--startup-timeout={startup_timeout!r} is not valid: expected seconds > 0"
-        )
+    if within is not None:
+        seconds("--within", within, positive=True)
+    seconds("--startup-timeout", startup_timeout, positive=True)
     directory = Path(app_dir) if app_dir is not None else Path.cwd()
     if not directory.is_dir():
         raise InvalidError(f"--app-dir={app_dir!r}: no such directory")
+    if timeline is not None and not Path(timeline).parent.is_dir():
+        raise InvalidError(
+            f"--timeline={timeline!r} is not valid: its directory does not exist (create it first)"
+        )
+    env_vars: dict[str, str] = {}
+    for text in env:
+        name, value = env_pair(f"--env={shown(text)}", text)
+        env_vars[name] = value
     return ReproPlan(
         app=app,
         upstreams=upstreams,
-        env=dict(_pairs("--env", env, "NAME=VALUE, e.g. DB_PORT={postgres.port}")),
+        env=env_vars,
         dsns=dsns,
         scenario=plan_scenario,
         request=ReproRequest(method, path, body, upload, header_list),
@@ -179,14 +215,7 @@ def make_plan(
 
 def _pairs(option: str, values: Sequence[str], allowed: str) -> Iterator[tuple[str, str]]:
     for text in values:
-        yield parse_pair(f"{option}={text!r}", text, allowed)
-
-
-def _read(path: str, option: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidError(f"{option}=@{path}: cannot be read: {exc}") from None
+        yield parse_pair(spelled(option, text), text, allowed)
 
 
 def run_repro(plan: ReproPlan, out: TextIO = sys.stdout) -> int:
@@ -372,5 +401,6 @@ def _timeline(plan: ReproPlan, run: Run, failure: str) -> Path | None:
     timeline = run.timeline(title=f"asyncfaults repro {plan.app}: {plan.request}", summary=failure)
     try:
         return write_timeline(timeline, path)
-    except OSError:
+    except OSError as exc:
+        say(sys.stderr, f"asyncfaults repro: the timeline could not be written to {path}: {exc}")
         return None

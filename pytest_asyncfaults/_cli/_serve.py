@@ -22,7 +22,7 @@ from typing import Final, final
 
 import uvicorn
 
-from .._address import format_address, is_loopback
+from .._address import format_address, is_loopback, valid_host
 from .._engine._core import FaultCore
 from .._engine._loop import new_event_loop
 from .._exceptions import InvalidError, ListenError
@@ -138,9 +138,10 @@ async def _serve(
     proxies: list[ProxyConfig],
     config_path: str | None,
     exit_on_stdin_eof: bool,
+    allow_remote: bool = False,
 ) -> int:
     loop = asyncio.get_running_loop()
-    core = FaultCore(loop, seed)
+    core = FaultCore(loop, seed, allow_remote=allow_remote)
     try:
         for number, entry in enumerate(proxies, 1):
             try:
@@ -149,6 +150,10 @@ async def _serve(
                 sock.close()
                 _say(f"{config_path}: entry {number} ({entry.name!r}): {exc}")
                 return 1
+            except InvalidError as exc:  # a listen address beyond loopback, not allowed
+                sock.close()
+                _say(f"{config_path}: entry {number} ({entry.name!r}): {exc}")
+                return 2
         host, port = sock.getsockname()[:2]
         ready = f"{_PROG}: listening on http://{format_address(host, port)} (seed {seed})"
 
@@ -201,6 +206,9 @@ def run_serve(
     Prints one ready line on stdout once it accepts requests; every other
     word goes to stderr, so a parent can wait for that line alone.
     """
+    if not valid_host(host.strip("[]")):
+        _say(f"--host={host!r} is not valid: expected an IP address or a host name")
+        return 2
     if not allow_remote and not is_loopback(host):
         _say(
             f"refusing to serve on {host!r}: not a loopback address, and the API lets anyone "
@@ -237,6 +245,7 @@ def run_serve(
                     proxies=proxies,
                     config_path=config,
                     exit_on_stdin_eof=exit_on_stdin_eof,
+                    allow_remote=allow_remote,
                 )
             )
     except KeyboardInterrupt:

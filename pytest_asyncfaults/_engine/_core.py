@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, final
 
-from .._address import format_address, parse_address
-from .._exceptions import AlreadyExistsError, InvalidError, ListenError, NotFoundError
+from .._address import format_address, is_loopback, is_wildcard, parse_address
+from .._exceptions import (
+    AlreadyExistsError,
+    InvalidError,
+    ListenError,
+    NotFoundError,
+    in_toxiproxy_words,
+)
 from .._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
 from .._toxics._chain import ToxicChain
-from .._toxics._spec import ToxicSpec, check_name, update_toxic
+from .._toxics._spec import ToxicSpec, check_name, check_spec, update_toxic
+from .._values import spelled
 from ._models import ProxyInfo, ProxyStats
 
 UPSTREAM: Final = 0
@@ -359,6 +366,8 @@ class _Proxy:
         self.upstream = upstream
         self.enabled = False
         self.server: asyncio.Server | None = None
+        self.shown_host: str | None = None
+        """The wildcard host asked for, bound on loopback instead (``FaultCore._listen``)."""
         self.connections: set[_Connection] = set()
         self.toxics: dict[str, _ToxicState] = {}
         self.accepted = 0
@@ -399,7 +408,7 @@ class _Proxy:
     def info(self) -> ProxyInfo:
         return ProxyInfo(
             name=self.name,
-            listen=format_address(*self.listen),
+            listen=format_address(self.shown_host or self.listen[0], self.listen[1]),
             upstream=format_address(*self.upstream),
             enabled=self.enabled,
             toxics=self.ordered_toxics(),
@@ -428,19 +437,33 @@ class _Proxy:
         try:
             return self.toxics[name]
         except KeyError:
-            raise NotFoundError(f"toxic {name!r} not found on proxy {self.name!r}") from None
+            raise in_toxiproxy_words(
+                NotFoundError(f"toxic {name!r} not found on proxy {self.name!r}"), "toxic not found"
+            ) from None
 
     def add_toxic(self, spec: ToxicSpec) -> ToxicSpec:
+        """Add a toxic, all or nothing: if putting it on the open connections fails,
+        it comes off those it reached and is not registered (no half-added toxic)."""
         if spec.name in self.toxics:
-            raise AlreadyExistsError(f"toxic {spec.name!r} already exists on proxy {self.name!r}")
+            raise in_toxiproxy_words(
+                AlreadyExistsError(f"toxic {spec.name!r} already exists on proxy {self.name!r}"),
+                "toxic already exists",
+            )
         state = _ToxicState(spec, accepted_before=self.accepted)
         self.toxics[spec.name] = state
-        if spec.start_after > 0:
-            state.timers.append(
-                self.loop.call_later(spec.start_after / 1000, self._activate, state)
-            )
-        else:
-            self._activate(state)
+        try:
+            if spec.start_after > 0:
+                state.timers.append(
+                    self.loop.call_later(spec.start_after / 1000, self._activate, state)
+                )
+            else:
+                self._activate(state)
+        except BaseException:
+            state.cancel_timers()
+            with contextlib.suppress(Exception):
+                self._deactivate(state)
+            del self.toxics[spec.name]
+            raise
         return spec
 
     def _activate(self, state: _ToxicState) -> None:
@@ -492,28 +515,62 @@ class FaultCore:
     it); the seed fixes every random decision, so a run repeats exactly.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seed: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, seed: int, *, allow_remote: bool = False
+    ) -> None:
         self.loop = loop
         self.seed = seed
+        self.allow_remote = allow_remote
+        """Whether a proxy may listen beyond loopback (``--allow-remote``)."""
         self._proxies: dict[str, _Proxy] = {}
+
+    def check_listen(self, listen: object) -> None:
+        """Refuse a listen address this engine would refuse (before changing anything)."""
+        self._listen(listen)
+
+    def _listen(self, listen: object) -> tuple[tuple[str, int], str | None]:
+        """Where a proxy binds, and the host it reports (when it differs).
+
+        Loopback unless the engine was told otherwise, whoever asks: a wildcard
+        (``0.0.0.0``, ``::``, what Testcontainers' client asks for) binds to the
+        loopback address of its family on the port asked for, and the proxy
+        still reports the address as asked, so a client that compares it (a
+        second ``populate``) sees the same proxy; any other address beyond
+        loopback is refused, naming ``--allow-remote``.
+        """
+        host, port = parse_address("listen", listen)
+        if self.allow_remote or is_loopback(host):
+            return (host, port), None
+        if is_wildcard(host):
+            return ("::1" if ":" in host else "127.0.0.1", port), host
+        raise InvalidError(
+            f"{spelled('listen', listen)} is not valid here: {host} is not a loopback address, and "
+            f"anyone who reaches it could use the proxy; the server must be started with "
+            f"--allow-remote to listen there (0.0.0.0 and :: are served on loopback)"
+        )
 
     def _proxy(self, name: str) -> _Proxy:
         try:
             return self._proxies[name]
         except KeyError:
-            raise NotFoundError(f"proxy {name!r} not found") from None
+            raise in_toxiproxy_words(
+                NotFoundError(f"proxy {name!r} not found"), "proxy not found"
+            ) from None
 
     async def create_proxy(
         self, name: str, upstream: str, listen: str = "127.0.0.1:0", enabled: bool = True
     ) -> ProxyInfo:
         check_name("name", name)
         upstream_address = parse_address("upstream", upstream)
-        listen_address = parse_address("listen", listen)
+        listen_address, shown_host = self._listen(listen)
         if not isinstance(enabled, bool):
             raise InvalidError(f"enabled={enabled!r} is not valid: expected true or false")
         if name in self._proxies:
-            raise AlreadyExistsError(f"proxy {name!r} already exists")
+            raise in_toxiproxy_words(
+                AlreadyExistsError(f"proxy {name!r} already exists"), "proxy already exists"
+            )
         proxy = _Proxy(self, name, listen_address, upstream_address)
+        proxy.shown_host = shown_host
         if enabled:
             await proxy.start()
         self._proxies[name] = proxy
@@ -530,14 +587,21 @@ class FaultCore:
         """Change a proxy; like Toxiproxy, a new address restarts it (connections close)."""
         proxy = self._proxy(name)
         new_upstream = proxy.upstream if upstream is None else parse_address("upstream", upstream)
-        new_listen = proxy.listen if listen is None else parse_address("listen", listen)
+        new_listen, shown_host = (
+            (proxy.listen, proxy.shown_host) if listen is None else self._listen(listen)
+        )
         if enabled is not None and not isinstance(enabled, bool):
             raise InvalidError(f"enabled={enabled!r} is not valid: expected true or false")
         want_enabled = proxy.enabled if enabled is None else enabled
-        moved = new_upstream != proxy.upstream or new_listen != proxy.listen
+        moved = (
+            new_upstream != proxy.upstream
+            or new_listen != proxy.listen
+            or shown_host != proxy.shown_host
+        )
         if proxy.enabled and (moved or not want_enabled):
             proxy.stop()
         proxy.upstream, proxy.listen = new_upstream, new_listen
+        proxy.shown_host = shown_host
         if want_enabled and not proxy.enabled:
             await proxy.start()
         return proxy.info()
@@ -568,7 +632,7 @@ class FaultCore:
         return self._proxy(proxy).toxic(name).spec
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
-        return self._proxy(proxy).add_toxic(spec)
+        return self._proxy(proxy).add_toxic(check_spec(spec))
 
     async def update_toxic(
         self,

@@ -192,7 +192,6 @@ class ChaosMatrix:
             ],
             rows=list(self.rows.values()),
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dump_document(document), encoding="utf-8")
 
 

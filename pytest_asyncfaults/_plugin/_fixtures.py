@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,8 +16,9 @@ from .._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from .._settings import resolve
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import scenario_of
-from ._keys import HARNESS_KEY
+from ._keys import HARNESS_KEY, fail_once
 from ._options import (
+    app_spec,
     declared_proxies,
     env_lines,
     ini_reader,
@@ -40,12 +41,6 @@ if TYPE_CHECKING:
     from .._tasks._monitor import TaskMonitor
 
 
-def fail_once(exc: Exception) -> NoReturn:
-    """Fail the fixture with the error's message alone: once, not again as the context of
-    the failure (pytest prints a failure raised in an ``except`` block under its cause)."""
-    raise pytest.fail.Exception(str(exc), pytrace=False) from None
-
-
 @pytest.fixture(scope="session")
 def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     """A PostgreSQL server for the run, and the proxy ``faults.postgres`` to it.
@@ -59,7 +54,7 @@ def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
     try:
         server = run_services(pytestconfig).postgres()
     except AsyncFaultsError as exc:
-        fail_once(exc)
+        raise fail_once(str(exc)) from None
     proxy_to(pytestconfig, "postgres", server.address, server.dsn)
     return server
 
@@ -74,7 +69,7 @@ def smtp_server(pytestconfig: pytest.Config) -> SmtpServer:
     try:
         server = run_services(pytestconfig).smtp()
     except AsyncFaultsError as exc:
-        fail_once(exc)
+        raise fail_once(str(exc)) from None
     proxy_to(pytestconfig, "smtp", server.address)
     return server
 
@@ -113,12 +108,16 @@ def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
 def asyncfaults_settings(request: pytest.FixtureRequest) -> Settings:
     """This test's settings: its marker over the command line over the ini file."""
     kwargs: dict[str, object] = {}
+    args: tuple[object, ...] = ()
     for marker in reversed(list(request.node.iter_markers("asyncfaults"))):
         kwargs.update(marker.kwargs)
+        args += marker.args
     try:
-        return resolve(kwargs, option_reader(request.config), ini_reader(request.config))
+        return resolve(
+            kwargs, option_reader(request.config), ini_reader(request.config), marker_args=args
+        )
     except InvalidError as exc:
-        fail_once(exc)
+        raise fail_once(str(exc)) from None
 
 
 @pytest.fixture
@@ -127,9 +126,11 @@ def tasks(
 ) -> Iterator[TaskMonitor]:
     """Every task the test's loop creates while it runs, and ``await tasks.settle()``."""
     from .._run import describe_faults
+    from .._tasks._heap import set_aside
     from .._tasks._monitor import TaskMonitor
     from ._harness import Harness
 
+    set_aside()  # the checks at the end look at what this test made, and quickly
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,
@@ -183,7 +184,7 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> dict[str, st
         try:
             env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
         except InvalidError as exc:
-            fail_once(exc)
+            raise fail_once(str(exc)) from None
     return env
 
 
@@ -205,17 +206,18 @@ def asgi_app(pytestconfig: pytest.Config, asyncfaults_env: dict[str, str]) -> AS
     """The ASGI app under test: override this fixture, or name it in ``asyncfaults_app``."""
     from .._app._runner import load_app
 
-    spec = pytestconfig.getoption("asyncfaults_app") or pytestconfig.getini("asyncfaults_app")
-    if not spec:
+    given = app_spec(pytestconfig)
+    if given is None:
         pytest.fail(
             "no app to test: override the asgi_app fixture to return your ASGI app, or set "
             "the ini key asyncfaults_app = 'package.module:app'",
             pytrace=False,
         )
+    spec, where = given
     try:
-        return load_app(str(spec))
+        return load_app(spec, field=where)
     except InvalidError as exc:
-        fail_once(exc)
+        raise fail_once(str(exc)) from None
 
 
 @pytest.fixture

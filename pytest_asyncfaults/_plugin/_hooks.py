@@ -5,6 +5,7 @@ and an async test that uses the plugin run inside its harness.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
 from ._keys import HARNESS_KEY, SEED_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
 from ._options import (
+    app_spec,
+    check_report_path,
     declared_proxies,
     engine_mode,
     env_lines,
@@ -45,10 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # Bad settings are a usage error at start, not an error in every fixture.
     run_seed(config)
+    toxiproxy_url(config)
     engine_mode(config)
+    app_spec(config)
     declared_proxies(config)
     postgres_dsn(config)
     env_lines(config)
+    check_report_path(config)
     try:
         resolve({}, option_reader(config), ini_reader(config))
     except InvalidError as exc:
@@ -106,6 +112,10 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # The outermost session finishes last: its status is the process's.
     guard_exit(int(exitstatus))
+    if "pytest_asyncfaults._tasks._heap" in sys.modules:  # only where a test set it aside
+        from .._tasks._heap import thaw
+
+        thaw()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

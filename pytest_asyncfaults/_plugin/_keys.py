@@ -36,3 +36,12 @@ APPLIED_ENV_KEY: pytest.StashKey[dict[str, str]] = pytest.StashKey()
 def harness_of(item: pytest.Item) -> Harness | None:
     """The plugin's part of a test that uses ``tasks`` (or ``app_client``), if any."""
     return item.stash.get(HARNESS_KEY, None)
+
+
+def fail_once(message: str) -> BaseException:
+    """The failure of a fixture whose input is bad: its message, printed once.
+
+    Raise it ``from None``: ``pytest.fail`` called inside an ``except`` block
+    shows the message twice ("During handling of the above exception...").
+    """
+    return pytest.fail.Exception(message, pytrace=False)

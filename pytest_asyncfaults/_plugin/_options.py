@@ -16,10 +16,19 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from .._address import format_address, mask_secrets, parse_address, parse_pair, register_dsn
+from .._address import (
+    env_pair,
+    format_address,
+    mask_secrets,
+    parse_address,
+    parse_pair,
+    parse_url,
+    register_dsn,
+)
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
+from .._values import INT64_MAX, choice, integer_text, shown, spelled
 from ._chaos import path_setting
 from ._keys import SEED_KEY
 
@@ -166,15 +175,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(f"asyncfaults_{name}", text)
 
 
+def _given(config: pytest.Config, option: str, ini: str) -> tuple[str, object] | None:
+    """A run-wide setting and the name the user gave it by: the flag over the ini key.
+
+    A flag given empty is given (and then refused by its validator), not the ini's.
+    """
+    value = config.getoption(option.lstrip("-").replace("-", "_"))
+    if value is not None:
+        return option, value
+    value = config.getini(ini)
+    if value not in (None, "", []):
+        return ini, value
+    return None
+
+
+def _usage(exc: InvalidError) -> pytest.UsageError:
+    return pytest.UsageError(str(exc))
+
+
 def read_seed(config: pytest.Config) -> int | None:
-    raw = config.getoption("asyncfaults_seed") or config.getini("asyncfaults_seed")
-    if raw in (None, ""):
+    given = _given(config, "--asyncfaults-seed", "asyncfaults_seed")
+    if given is None:
         return None
+    where, raw = given
+    text = str(raw).strip()
     try:
-        return int(str(raw), 0)
-    except ValueError:
+        if text.lower().startswith(("0x", "0o", "0b")) and len(text) <= 70:
+            return int(text, 0)
+        return integer_text(where, text, minimum=-INT64_MAX - 1, maximum=INT64_MAX)
+    except (InvalidError, ValueError):
         raise pytest.UsageError(
-            f"asyncfaults_seed={raw!r} is not valid: expected an integer"
+            f"{spelled(where, raw)} is not valid: expected an integer"
         ) from None
 
 
@@ -199,16 +230,18 @@ def seed_was_given(config: pytest.Config) -> bool:
 
 
 def toxiproxy_url(config: pytest.Config) -> str | None:
-    url = (
-        config.getoption("toxiproxy_url")
-        or os.environ.get("TOXIPROXY_URL")
-        or config.getini("asyncfaults_toxiproxy_url")
-    )
-    if not url:
-        return None
-    if not str(url).startswith(("http://", "https://")):
-        raise pytest.UsageError(f"toxiproxy url={url!r} is not valid: expected http://host:port")
-    return str(url)
+    for where, value in (
+        ("--toxiproxy-url", config.getoption("toxiproxy_url")),
+        ("TOXIPROXY_URL", os.environ.get("TOXIPROXY_URL")),
+        ("asyncfaults_toxiproxy_url", config.getini("asyncfaults_toxiproxy_url")),
+    ):
+        if value is None or (value == "" and where != "--toxiproxy-url"):
+            continue
+        try:
+            return parse_url(where, value)
+        except InvalidError as exc:
+            raise _usage(exc) from None
+    return None
 
 
 def postgres_dsn(config: pytest.Config) -> tuple[str, str] | None:
@@ -230,44 +263,69 @@ def postgres_dsn(config: pytest.Config) -> tuple[str, str] | None:
 
 
 def engine_mode(config: pytest.Config) -> str:
-    mode = config.getoption("asyncfaults_engine") or config.getini("asyncfaults_engine")
-    if not mode:
+    given = _given(config, "--asyncfaults-engine", "asyncfaults_engine")
+    if given is None:
         return "thread"
-    if mode not in ENGINE_MODES:
-        raise pytest.UsageError(
-            f"asyncfaults_engine={mode!r} is not valid: expected one of {', '.join(ENGINE_MODES)}"
-        )
+    where, mode = given
+    try:
+        choice(where, mode, ENGINE_MODES)
+    except InvalidError as exc:
+        raise _usage(exc) from None
     if toxiproxy_url(config) is not None:
         raise pytest.UsageError(
-            f"asyncfaults_engine={mode!r} and a Toxiproxy URL were both given: "
+            f"{where}={mode!r} and a Toxiproxy URL were both given: "
             f"choose one (the URL already names where the proxies live)"
         )
     return str(mode)
+
+
+def app_spec(config: pytest.Config) -> tuple[str, str] | None:
+    """``package.module:app`` of the app under test, checked, and where it was given."""
+    given = _given(config, "--asyncfaults-app", "asyncfaults_app")
+    if given is None:
+        return None
+    where, spec = given
+    from .._app._runner import check_app_spec
+
+    try:
+        return check_app_spec(where, spec), where
+    except InvalidError as exc:
+        raise _usage(exc) from None
 
 
 def declared_proxies(config: pytest.Config) -> dict[str, tuple[str, str | None]]:
     """Per name, the upstream ``host:port`` and the server's DSN when one was given: the
     ini key ``asyncfaults_proxies``, then ``--asyncfaults-proxy`` (which wins by name)."""
     declared: dict[str, tuple[str, str | None]] = {}
-    lines = [("asyncfaults_proxies line", line) for line in config.getini("asyncfaults_proxies")]
+    lines = [("asyncfaults_proxies", line) for line in config.getini("asyncfaults_proxies")]
     lines += [("--asyncfaults-proxy", text) for text in config.getoption("asyncfaults_proxy") or []]
+    seen: dict[tuple[str, str], str] = {}
     for where, line in lines:
         from .._toxics._spec import check_name  # loaded only for a suite that names proxies
 
         try:
             name, upstream = parse_pair(
-                f"{where} {line!r}", line, "name=host:port", value_required=False
+                f"{where} line {mask_secrets(shown(line))}",
+                line,
+                "name=host:port",
+                value_required=False,
             )
-            check_name(f"{where.split(' ')[0]} name", name)
+            check_name(f"{where} name", name)
+            if (where, name) in seen:
+                raise InvalidError(
+                    f"{where} line {mask_secrets(shown(line))} is not valid: the name {name!r} "
+                    f"is declared twice (the first line says {mask_secrets(seen[where, name])})"
+                )
+            seen[where, name] = line
             dsn = None
             if "://" in upstream:
                 from .._services._postgres import parse_dsn
 
                 dsn = upstream
-                upstream = format_address(*parse_dsn(f"{where.split(' ')[0]} {name}", dsn))
+                upstream = format_address(*parse_dsn(f"{where} {name}", dsn))
                 register_dsn(dsn)
             else:
-                parse_address(f"{where.split(' ')[0]} {name}", upstream)
+                parse_address(f"{where} {name}", upstream)
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
         declared[name] = (upstream, dsn)
@@ -284,14 +342,18 @@ def ini_reader(config: pytest.Config) -> Callable[[str], object]:
 
 def env_lines(config: pytest.Config) -> dict[str, str]:
     """The ini key ``asyncfaults_env``, then ``--asyncfaults-env`` (which wins by name)."""
-    env = {}
-    lines = [("asyncfaults_env line", line) for line in config.getini("asyncfaults_env")]
+    env: dict[str, str] = {}
+    lines = [("asyncfaults_env", line) for line in config.getini("asyncfaults_env")]
     lines += [("--asyncfaults-env", text) for text in config.getoption("asyncfaults_env") or []]
+    seen: set[tuple[str, str]] = set()
     for where, line in lines:
         try:
-            name, value = parse_pair(
-                f"{where} {mask_secrets(line)!r}", line, "NAME=value", value_required=False
-            )
+            name, value = env_pair(f"{where} line {mask_secrets(shown(line))}", line)
+            if (where, name) in seen:
+                raise InvalidError(
+                    f"{where} line {mask_secrets(shown(line))} is not valid: {name} is set twice"
+                )
+            seen.add((where, name))
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
         env[name] = value
@@ -305,6 +367,22 @@ ENV_PLACEHOLDER: Final = re.compile(r"(?<!\{)\{(\w+)\.")
 def named_proxies(env: dict[str, str]) -> set[str]:
     """The proxies an environment's templates name: ``{postgres.dsn}`` names ``postgres``."""
     return {name for value in env.values() for name in ENV_PLACEHOLDER.findall(value)}
+
+
+def check_report_path(config: pytest.Config) -> None:
+    """``asyncfaults_report`` must go into a directory that exists: a typo in it would
+    otherwise create a tree of directories (as root, perhaps) nobody asked for."""
+    path = path_setting(config, "report")
+    if path is not None and not path.parent.is_dir():
+        where = (
+            "--asyncfaults-report"
+            if config.getoption("asyncfaults_report") is not None
+            else "asyncfaults_report"
+        )
+        raise pytest.UsageError(
+            f"{where}={str(path)!r} is not valid: its directory {str(path.parent)!r} does not "
+            f"exist (create it first)"
+        )
 
 
 def timeline_dir(config: pytest.Config) -> Path:

@@ -15,14 +15,20 @@ from typing import Any
 
 from .._exceptions import InvalidError, ScenarioError
 from .._toxics import TOXIC_TYPES
+from .._values import shown, spelled
 from ._model import PlannedToxic, Scenario
 from ._toml import FAULT_KEYS, load_scenario, parse_scenario
 
 
 def _scalar(text: str) -> object:
-    if re.fullmatch(r"-?\d+", text):
+    """A value as the toxic's validator should see it: an integer, a number, or text.
+
+    ASCII digits only, and not more than Python reads (4300 digits): a longer
+    run of digits stays text, which the validator then refuses by name.
+    """
+    if re.fullmatch(r"-?[0-9]{1,4000}", text):
         return int(text)
-    if re.fullmatch(r"-?\d+\.\d*|-?\.\d+", text):
+    if re.fullmatch(r"-?[0-9]{1,400}\.[0-9]{0,400}|-?\.[0-9]{1,400}", text):
         return float(text)
     return text
 
@@ -37,7 +43,7 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
     toxic, _, options = rest.partition(":")
     if not sep or not proxy or not toxic:
         raise ScenarioError(
-            f"{field}={text!r} is not valid: expected proxy:toxic[:key=value,...], "
+            f"{spelled(field, text)} is not valid: expected proxy:toxic[:key=value,...], "
             f"e.g. postgres:timeout:timeout=0 or smtp:reset_peer"
         )
     table: dict[str, Any] = {"proxy": proxy, "toxic": toxic, "attributes": {}}
@@ -46,7 +52,9 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise ScenarioError(f"{field}={text!r}: {item!r} is not valid: expected key=value")
+            raise ScenarioError(
+                f"{spelled(field, text)}: {shown(item)} is not valid: expected key=value"
+            )
         if key in FAULT_KEYS and key not in ("proxy", "toxic", "attributes"):
             table[key] = _scalar(value.strip())
         elif key in allowed or toxic not in TOXIC_TYPES:
@@ -54,10 +62,10 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
         else:
             options_allowed = [k for k in FAULT_KEYS if k not in ("proxy", "toxic", "attributes")]
             raise ScenarioError(
-                f"{field}={text!r}: {key!r} is not valid: expected {toxic}'s attributes "
+                f"{spelled(field, text)}: {shown(key)} is not valid: expected {toxic}'s attributes "
                 f"({', '.join(allowed) or 'none'}) or {', '.join(options_allowed)}"
             )
-    scenario = parse_scenario({"faults": [table]}, name="inline", source=f"{field}={text!r}")
+    scenario = parse_scenario({"faults": [table]}, name="inline", source=spelled(field, text))
     return replace(scenario.toxics[0], key=field)
 
 

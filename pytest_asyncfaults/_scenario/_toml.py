@@ -8,7 +8,6 @@ key, the bad value and what is allowed.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +18,18 @@ from typing import Any, Final
 from .._exceptions import InvalidError, ScenarioError
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import AttributeWording, check_attributes, make_toxic
+from .._values import (
+    NAME_MAX,
+    SCENARIO_MAX_BYTES,
+    TEXT_MAX,
+    integer,
+    invalid,
+    is_integer,
+    key_text,
+    read_bounded,
+    seconds,
+    shown,
+)
 from ._model import OUTCOMES, Expectations, PlannedToxic, Scenario
 
 _SCENARIO_KEYS: Final = ("description", "faults", "steps", "expect")
@@ -64,17 +75,17 @@ class _Reader:
         self.source = source
 
     def fail(self, key: str, value: object, allowed: str) -> ScenarioError:
-        return ScenarioError(f"{self.source}: {key}={value!r} is not valid: expected {allowed}")
+        return ScenarioError(f"{self.source}: {invalid(key, value, allowed)}")
 
     def table(self, key: str, value: object, allowed_keys: Sequence[str]) -> Mapping[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, value, f"a table with the keys {', '.join(allowed_keys)}")
         for name in value:
             if name not in allowed_keys:
-                where = f"{key}.{name}" if key else name
+                where = f"{key}.{key_text(name)}" if key else key_text(name)
                 raise ScenarioError(
-                    f"{self.source}: {where} is not a key of "
-                    f"{key or 'a scenario'}: expected one of {', '.join(allowed_keys)}"
+                    f"{self.source}: {where} is not "
+                    f"a key of {key or 'a scenario'}: expected one of {', '.join(allowed_keys)}"
                 )
         return value
 
@@ -86,24 +97,18 @@ class _Reader:
         return [self.table(f"{key}[{i}]", item, allowed_keys) for i, item in enumerate(value)]
 
     def string(self, key: str, value: object, allowed: str = "a string") -> str:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\x00" in value or len(value) > TEXT_MAX:
             raise self.fail(key, value, allowed)
         return value
 
-    def ms(self, key: str, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail(key, value, "a whole number of milliseconds >= 0")
-        return value
+    def ms(self, key: str, value: object, *, minimum: int = 0) -> int:
+        allowed = f"a whole number of milliseconds {'>= 0' if minimum == 0 else '> 0'}"
+        if not is_integer(value) or value < minimum:  # type: ignore[operator]
+            raise self.fail(key, value, allowed)
+        return self.check("", integer, key, value, minimum=minimum)  # type: ignore[no-any-return]
 
     def seconds(self, key: str, value: object) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise self.fail(key, value, "a number of seconds > 0")
-        return float(value)
+        return self.check("", seconds, key, value, positive=True)  # type: ignore[no-any-return]
 
     def flag(self, key: str, value: object) -> bool:
         if not isinstance(value, bool):
@@ -130,19 +135,21 @@ class _FileWording(AttributeWording):
 
     def not_a_mapping(self, toxic_type: str, value: object) -> str:
         names = self.names(toxic_type, "nothing")
-        return f"{self.key}.attributes={value!r} is not valid: expected a table of {names}"
+        return f"{self.key}.attributes={shown(value)} is not valid: expected a table of {names}"
 
     def unknown(self, toxic_type: str, key: object) -> str:
         allowed = self.names(toxic_type, "none")
         return (
-            f"{self.key}.attributes.{key} is not an attribute of {toxic_type}: expected {allowed}"
+            f"{self.key}.attributes.{key_text(key)} is not an attribute of {toxic_type}: "
+            f"expected {allowed}"
         )
 
     def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
-        return (
-            f"{self.key}.attributes.{key}={value!r} is not valid: "
-            f"expected a whole number >= 0 ({toxic_type}'s {key})"
-        )
+        why = problem.partition(" is not valid: ")[2]
+        if why.startswith("expected"):  # not of the kind at all: say the kind, in TOML's terms
+            kind = TOXIC_TYPES[toxic_type].attribute_kinds[key]
+            why = f"expected {kind.describe()} ({toxic_type}'s {key})"
+        return f"{self.key}.attributes.{key}={shown(value)} is not valid: {why}"
 
     def rule(self, toxic_type: str, message: str) -> str:
         return f"{self.key}: {message}"
@@ -157,7 +164,7 @@ def _fault(reader: _Reader, key: str, table: Mapping[str, Any]) -> tuple[str, di
                 f"and its toxic (one of {', '.join(TOXIC_TYPES)})"
             )
     proxy = reader.string(f"{key}.proxy", table["proxy"], "the name of a proxy of the test")
-    if not _NAME.fullmatch(proxy):
+    if not _NAME.fullmatch(proxy) or len(proxy) > NAME_MAX:
         raise reader.fail(f"{key}.proxy", proxy, "the name of a proxy of the test")
     toxic = table["toxic"]
     if not isinstance(toxic, str) or toxic not in TOXIC_TYPES:
@@ -189,7 +196,7 @@ def _expectations(reader: _Reader, table: Mapping[str, Any]) -> Expectations:
         values["outcome"] = outcome
     if "exception" in table:
         name = table["exception"]
-        if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+        if not isinstance(name, str) or len(name) > 200 or not _TYPE_NAME.fullmatch(name):
             raise reader.fail(
                 "expect.exception",
                 name,
@@ -205,10 +212,7 @@ def _expectations(reader: _Reader, table: Mapping[str, Any]) -> Expectations:
         if name in table:
             values[name] = reader.flag(f"expect.{name}", table[name])
     if "max_stall_ms" in table:
-        stall = table["max_stall_ms"]
-        if isinstance(stall, bool) or not isinstance(stall, int) or stall <= 0:
-            raise reader.fail("expect.max_stall_ms", stall, "a whole number of milliseconds > 0")
-        values["max_stall_ms"] = stall
+        values["max_stall_ms"] = reader.ms("expect.max_stall_ms", table["max_stall_ms"], minimum=1)
     return Expectations(**values)
 
 
@@ -220,7 +224,7 @@ def _unique_names(
     out = []
     for key, proxy, arguments in planned:
         given = arguments.get("name")
-        spec = make_toxic(**arguments)
+        spec = reader.check(key, make_toxic, **arguments)
         if given is None:
             base, count = spec.name, 1
             while (proxy, spec.name) in taken:
@@ -237,6 +241,14 @@ def parse_scenario(data: Mapping[str, Any], *, name: str, source: str) -> Scenar
     """A scenario from its parsed TOML (``source`` names it in errors)."""
     reader = _Reader(source)
     reader.table("", data, _SCENARIO_KEYS)
+    if not data:
+        # An empty file is more often a mistake (a truncated copy, the wrong file) than a
+        # plan; a run without faults says so in a line (the matrix's baseline).
+        raise ScenarioError(
+            f"{source}: the scenario is empty: expected its faults ([[faults]] or [[steps]]), "
+            f"its expectations ([expect]), or for a run without faults a description "
+            f'(description = "no faults: the baseline")'
+        )
     if not _NAME.fullmatch(name):
         raise ScenarioError(
             f"{source}: the scenario name {name!r} is not valid: expected letters, digits, "
@@ -285,15 +297,20 @@ def parse_scenario(data: Mapping[str, Any], *, name: str, source: str) -> Scenar
 
 
 def load_scenario(path: Path) -> Scenario:
-    """One scenario file; its name is the file's stem."""
+    """One scenario file, a regular file of at most ``SCENARIO_MAX_BYTES``; its name is
+    the file's stem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(str(path), path, SCENARIO_MAX_BYTES).decode("utf-8")
+    except InvalidError as exc:
+        raise ScenarioError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise ScenarioError(f"{path}: cannot be read: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: is not valid TOML: {exc}") from None
+    except RecursionError:  # thousands of nested arrays: tomllib recurses per level
+        raise ScenarioError(f"{path}: is not valid TOML: nested too deeply") from None
     return replace(parse_scenario(data, name=path.stem, source=str(path)), path=path)
 
 

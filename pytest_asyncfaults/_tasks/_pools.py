@@ -10,30 +10,55 @@ to get back to its ``min_size`` (a fault broke one); one checked out with nobody
 running to return it is the leak (one more per request).
 
 Read from the pools of the two drivers the plugin's users run on, asyncpg's
-``Pool`` and SQLAlchemy's queue pools over asyncpg, found on the heap, and only
-if the app imported them: neither is a dependency. A connection is matched to a
+``Pool`` and SQLAlchemy's queue pools over asyncpg, found on the heap (and among
+those noted before the heap was set aside, ``_heap``), and only if the app
+imported them: neither is a dependency. A connection is matched to a
 proxy by the port it is connected to.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+_noted: list[Any] = []
+"""Pools alive when the heap was set aside (``_heap``): out of ``gc.get_objects()``'s
+sight from then on. Kept while open (asyncpg's pools take no weak reference)."""
+
+
+def _pool_types() -> tuple[type | None, type | None]:
+    return _type("asyncpg.pool", "Pool"), _type("sqlalchemy.pool.base", "Pool")
+
+
+def note_pools(objects: Iterable[object]) -> None:
+    """Keep the pools among ``objects`` (the heap about to be set aside), dropping the
+    noted ones closed since."""
+    asyncpg_pool, sqlalchemy_pool = _pool_types()
+    _noted[:] = [pool for pool in _noted if not getattr(pool, "_closed", False)]
+    if asyncpg_pool is None and sqlalchemy_pool is None:
+        return
+    known = {id(pool) for pool in _noted}
+    kinds = tuple(kind for kind in (asyncpg_pool, sqlalchemy_pool) if kind is not None)
+    _noted.extend(obj for obj in objects if isinstance(obj, kinds) and id(obj) not in known)
 
 
 def idle_in_pools() -> Counter[int]:
     """Per server port, the connections the pools alive now keep for their next requests:
     idle in the pool, or being opened to refill it."""
-    asyncpg_pool = _type("asyncpg.pool", "Pool")
-    sqlalchemy_pool = _type("sqlalchemy.pool.base", "Pool")
+    asyncpg_pool, sqlalchemy_pool = _pool_types()
     if asyncpg_pool is None and sqlalchemy_pool is None:
         return Counter()
     ports: Counter[int] = Counter()
-    for obj in gc.get_objects():
+    seen: set[int] = set()
+    for obj in itertools.chain(_noted, gc.get_objects()):
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
         if asyncpg_pool is not None and isinstance(obj, asyncpg_pool):
             connections = list(_asyncpg_idle(obj))
             refilling = _asyncpg_refilling(obj)

@@ -19,13 +19,16 @@ range) keeps the watchdog thread from running too: that stall is still
 caught, but its stack is taken as the call returns: the same function, most
 often still the same line.
 
-Two kinds of "the loop did not turn" are no line of the app's to fix, and a
+Three kinds of "the loop did not turn" are no line of the app's to fix, and a
 stall says so, so that the blocked-loop detector does not blame one:
 
 - Python's garbage collector: a full collection over a big heap (a long test
-  session holds one) pauses every thread for tens of milliseconds, inside
-  whatever callback allocated last. The watchdog keeps the time collections
-  took (``gc.callbacks``) and a stall counts only the loop's own time.
+  session holds one) pauses the loop's thread for tens of milliseconds, inside
+  whatever callback allocated last. The watchdog keeps the time the loop
+  thread's collections took (``gc.callbacks``) and a stall counts only the
+  loop's own time.
+- A loaded machine: the loop's thread was ready to run, and the system ran
+  something else (Linux tells how long, ``_RunQueue``).
 - A busy loop: one turn that runs ten thousand short callbacks (a fan-out's
   tasks finishing together) is late without anything blocking it. The watchdog
   notes which callback runs (the frame of ``Handle._run``) when a beat is half a
@@ -252,6 +255,9 @@ class LoopWatchdog:
         self._collecting = 0.0
         """Seconds the garbage collector took while watched, all collections summed."""
         self._collection_started = 0.0
+        self._collection_queued = 0.0
+        self._queued_collecting = 0.0
+        """The loop thread's waits for a CPU inside its collections, all summed."""
         self._collected_at_beat = 0.0
         self._early: FrameType | None = None
         """The callback running when the beat was first seen half a threshold late."""
@@ -377,19 +383,32 @@ class LoopWatchdog:
             raise LoopBlockedError(message)
 
     def _on_collection(self, phase: str, info: dict[str, int]) -> None:
-        """``gc.callbacks``: sums the collector's time, whichever thread it paused in.
+        """``gc.callbacks``: sums the collector's time in the loop's thread.
+
+        A collection in another thread (the fault engine's) stops the loop only if the
+        loop wanted the GIL meanwhile: a loop blocked in ``time.sleep`` or a sync
+        ``recv`` did not, and its stall is the app's whole. Only the loop thread's own
+        collections are told apart.
 
         No lock: a collection runs holding the GIL, and only here is the sum written.
         The GIL can pass to the watchdog inside these callbacks, so a collection under
         way counts too (``_collected``)."""
+        if threading.get_ident() != self._thread_id:
+            return
         if phase == "start":
             self._collection_started = time.monotonic()
+            self._collection_queued = self._queued()
         else:
             self._collecting += time.monotonic() - self._collection_started
             self._collection_started = 0.0
+            # A collection's wall time holds its own waits for a CPU: counted once.
+            self._queued_collecting += self._queued() - self._collection_queued
 
     def _queued(self) -> float:
-        return 0.0 if self._run_queue is None else self._run_queue.seconds()
+        """The loop thread's waits for a CPU so far, less those inside its collections
+        (the collector's time is told apart whole)."""
+        waited = 0.0 if self._run_queue is None else self._run_queue.seconds()
+        return waited - self._queued_collecting
 
     def _collected(self, now: float) -> float:
         """The collector's total time until ``now``, a collection under way included."""

@@ -114,7 +114,7 @@ class ToxicChain:
         stage.start(now)
         return self._feed_at(index + 1, released, now)
 
-    def reconfigure(self, name: str, attributes: Mapping[str, int], now: float) -> list[Event]:
+    def reconfigure(self, name: str, attributes: Mapping[str, object], now: float) -> list[Event]:
         """New attributes for a toxic: held data goes on, counted state stays."""
         index = self._index(name)
         stage = self._stages[index][1]

@@ -8,7 +8,6 @@ message: the field, the bad value, and what is allowed.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -16,7 +15,14 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError
+from .._values import INT64_MAX, fraction, integer, invalid, is_integer, shown
+from .._values import name as valid_name
 from . import TOXIC_TYPES
+
+AttributeValue = int | str
+"""What an attribute holds: a whole number (Toxiproxy's toxics), or text (a toxic
+that declares a ``Text`` kind)."""
+_SELECTOR_MAX: Final = 200
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: Final = ("upstream", "downstream")
@@ -60,22 +66,26 @@ class ConnectionSelector:
         )
         if isinstance(value, ConnectionSelector):
             return value
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
-        text = str(value).replace(" ", "")
+        if is_integer(value):
+            integer(field_name, value, minimum=1, allowed=allowed)
+            assert isinstance(value, int)
+            return cls(((value, value),))
+        if not isinstance(value, str) or len(value) > _SELECTOR_MAX:
+            raise invalid(field_name, value, allowed)
+        text = value.replace(" ", "")
         ranges: list[tuple[int, int | None]] = []
         for part in text.split(","):
-            match = re.fullmatch(r"(\d+)(\+|-(\d+))?", part)
+            match = re.fullmatch(r"([0-9]{1,19})(\+|-([0-9]{1,19}))?", part)
             if match is None:
-                raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
+                raise invalid(field_name, value, allowed)
             lo = int(match[1])
             hi: int | None = lo
             if match[2] == "+":
                 hi = None
             elif match[3] is not None:
                 hi = int(match[3])
-            if lo < 1 or (hi is not None and hi < lo):
-                raise InvalidError(f"{field_name}={value!r} is not valid: expected {allowed}")
+            if lo < 1 or lo > INT64_MAX or (hi is not None and not lo <= hi <= INT64_MAX):
+                raise invalid(field_name, value, allowed)
             ranges.append((lo, hi))
         return cls(tuple(ranges))
 
@@ -96,7 +106,7 @@ class ToxicSpec:
     type: str
     stream: Stream = "downstream"
     toxicity: float = 1.0
-    attributes: Mapping[str, int] = field(default_factory=dict)
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     connections: ConnectionSelector | None = None
     start_after: int = 0
     duration: int | None = None
@@ -119,21 +129,9 @@ class ToxicSpec:
         return out
 
 
-def _int_problem(field_name: str, value: object, minimum: int) -> str | None:
-    """What is wrong with ``value`` as an integer >= ``minimum``, or None."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"{field_name}={value!r} is not valid: expected an integer >= {minimum}"
-    if value < minimum:
-        return f"{field_name}={value!r} is not valid: must be >= {minimum}"
-    return None
-
-
 def _check_int(field_name: str, value: object, *, minimum: int = 0) -> int:
-    problem = _int_problem(field_name, value, minimum)
-    if problem is not None:
-        raise InvalidError(problem)
-    assert isinstance(value, int)
-    return value
+    """A whole number of ms from ``minimum`` to int64, as every integer field is told."""
+    return integer(field_name, value, minimum=minimum)
 
 
 class AttributeWording:
@@ -153,14 +151,14 @@ class AttributeWording:
 
     def not_a_mapping(self, toxic_type: str, value: object) -> str:
         names = self.names(toxic_type, "no attributes")
-        return f"attributes={value!r} is not valid: expected a mapping of {names}"
+        return f"attributes={shown(value)} is not valid: expected a mapping of {names}"
 
     def unknown(self, toxic_type: str, key: object) -> str:
         allowed = self.names(toxic_type, "none")
-        return f"{toxic_type} attribute {key!r} is not valid: {toxic_type} takes {allowed}"
+        return f"{toxic_type} attribute {shown(key)} is not valid: {toxic_type} takes {allowed}"
 
     def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
-        """``problem`` says it as every integer field of a toxic is told."""
+        """``problem`` says it as the attribute's kind tells every field of that kind."""
         return problem
 
     def rule(self, toxic_type: str, message: str) -> str:
@@ -186,22 +184,24 @@ def attribute_mapping(
 
 def check_attributes(
     toxic_type: str, attributes: Mapping[str, object], wording: AttributeWording = PLAIN
-) -> dict[str, int]:
-    """Validate a toxic's attributes; omitted ones default to 0, like Toxiproxy.
+) -> dict[str, AttributeValue]:
+    """Validate a toxic's attributes; omitted ones get their kind's default (0, as Toxiproxy).
 
     The one validator of every door (Python, the HTTP API, scenario files);
-    ``wording`` is the door's way of saying what is wrong.
+    each value is checked by the kind its toxic declares (``Stage.attribute_kinds``),
+    then the toxic's own rule across them (``Stage.check``); ``wording`` is the
+    door's way of saying what is wrong.
     """
     stage = TOXIC_TYPES[toxic_type]
-    out = dict.fromkeys(stage.attribute_names, 0)
+    kinds = stage.attribute_kinds
+    out: dict[str, AttributeValue] = {key: kind.default for key, kind in kinds.items()}
     for key, value in attribute_mapping(toxic_type, attributes, wording).items():
         if key not in out:
             raise InvalidError(wording.unknown(toxic_type, key))
-        problem = _int_problem(f"{toxic_type}.{key}", value, 0)
-        if problem is not None:
-            raise InvalidError(wording.bad_value(toxic_type, key, value, problem))
-        assert isinstance(value, int)
-        out[key] = value
+        try:
+            out[key] = kinds[key].check(f"{toxic_type}.{key}", value)
+        except InvalidError as exc:
+            raise InvalidError(wording.bad_value(toxic_type, key, value, str(exc))) from None
     try:
         stage.check(out)
     except InvalidError as exc:
@@ -212,7 +212,8 @@ def check_attributes(
 def check_type(toxic_type: object) -> str:
     if not isinstance(toxic_type, str) or toxic_type not in TOXIC_TYPES:
         raise InvalidError(
-            f"type={toxic_type!r} is not a toxic type: expected one of {', '.join(TOXIC_TYPES)}"
+            f"type={shown(toxic_type)} is not a toxic type: "
+            f"expected one of {', '.join(TOXIC_TYPES)}"
         )
     return toxic_type
 
@@ -220,29 +221,18 @@ def check_type(toxic_type: object) -> str:
 def check_stream(stream: object) -> Stream:
     if isinstance(stream, str) and stream.lower() in STREAMS:
         return "upstream" if stream.lower() == "upstream" else "downstream"
-    raise InvalidError(
-        f"stream={stream!r} is not valid: expected 'upstream' (client to server) "
-        f"or 'downstream' (server to client)"
+    raise invalid(
+        "stream", stream, "'upstream' (client to server) or 'downstream' (server to client)"
     )
 
 
 def check_toxicity(toxicity: object) -> float:
-    if (
-        isinstance(toxicity, bool)
-        or not isinstance(toxicity, int | float)
-        or not math.isfinite(toxicity)
-        or not 0.0 <= toxicity <= 1.0
-    ):
-        raise InvalidError(f"toxicity={toxicity!r} is not valid: expected a number from 0.0 to 1.0")
-    return float(toxicity)
+    return fraction("toxicity", toxicity)
 
 
 def check_name(field_name: str, name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise InvalidError(
-            f"{field_name}={name!r} is not valid: expected a non-empty name without '/'"
-        )
-    return name
+    """A proxy's or toxic's name: see ``_values.name`` (URL-safe, bounded, not . or ..)."""
+    return valid_name(field_name, name)
 
 
 def make_toxic(
@@ -286,3 +276,24 @@ def update_toxic(
         attributes=MappingProxyType(check_attributes(spec.type, merged)),
         toxicity=spec.toxicity if toxicity is None else check_toxicity(toxicity),
     )
+
+
+def check_spec(spec: ToxicSpec) -> ToxicSpec:
+    """A ``ToxicSpec`` built by hand (not by ``make_toxic``), validated the same way.
+
+    The engine checks every toxic it is given, so one made with the dataclass
+    directly cannot carry a value the data path would break on.
+    """
+    if not isinstance(spec, ToxicSpec):
+        raise invalid("toxic", spec, "a ToxicSpec, as make_toxic() builds it")
+    checked = make_toxic(
+        spec.type,
+        name=spec.name,
+        stream=spec.stream,
+        toxicity=spec.toxicity,
+        attributes=spec.attributes,
+        connections=spec.connections,
+        start_after=spec.start_after,
+        duration=spec.duration,
+    )
+    return checked

@@ -17,7 +17,10 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, final
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, final
+
+from .._values import Kind, kinds_of
 
 
 @final
@@ -56,6 +59,11 @@ RESET: Final = Marker("RESET")
 Event = Data | Marker
 
 
+def kinds(**declared: Kind) -> Mapping[str, Kind]:
+    """A toxic's attributes and their kinds, in order: ``kinds(latency=MILLISECONDS)``."""
+    return MappingProxyType(declared)
+
+
 class Stage:
     """Base of every toxic's per-stream state machine.
 
@@ -66,9 +74,24 @@ class Stage:
     """
 
     type_name: ClassVar[str]
+    attribute_kinds: ClassVar[Mapping[str, Kind]]
+    """Each attribute's name and kind, in Toxiproxy's order: the one place a toxic
+    declares what it takes. ``check_attributes`` checks every value against its
+    kind (``MILLISECONDS``, ``BYTES``, a ``Text``...) for every door, and an omitted
+    one gets the kind's default (0 for numbers, as Toxiproxy). A toxic that only
+    names ``attribute_names`` takes whole numbers of 0 to int64 for each."""
     attribute_names: ClassVar[tuple[str, ...]]
+    """The names of ``attribute_kinds``, in order (derived from it, or declared alone)."""
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "attribute_kinds" in own:
+            cls.attribute_names = tuple(own["attribute_kinds"])
+        elif "attribute_names" in own:
+            cls.attribute_kinds = kinds_of(None, own["attribute_names"])
+
+    def __init__(self, attributes: Mapping[str, Any], rng: random.Random) -> None:
         self._rng = rng
         self._queue: deque[tuple[float, Event]] = deque()
         self._last_release = float("-inf")
@@ -80,7 +103,7 @@ class Stage:
     # -- configuration -------------------------------------------------------
 
     @classmethod
-    def check(cls, attributes: Mapping[str, int]) -> None:
+    def check(cls, attributes: Mapping[str, Any]) -> None:
         """Refuse values this toxic cannot work with, once each is an integer >= 0.
 
         Raise ``InvalidError`` naming the field (``slicer.average_size=0 ...``).
@@ -88,7 +111,7 @@ class Stage:
         code that would break on such values. Most toxics have no such rule.
         """
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
+    def configure(self, attributes: Mapping[str, Any]) -> None:
         """Take new attribute values; state such as bytes counted is kept."""
 
     def start(self, now: float) -> None:

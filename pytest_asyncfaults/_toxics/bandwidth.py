@@ -13,13 +13,14 @@ import random
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Event, Marker, Stage
+from .._values import KILOBYTES_PER_SECOND
+from ._stage import Data, Event, Marker, Stage, kinds
 
 
 @final
 class Bandwidth(Stage):
     type_name = "bandwidth"
-    attribute_names = ("rate",)
+    attribute_kinds = kinds(rate=KILOBYTES_PER_SECOND)
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._busy_until = float("-inf")

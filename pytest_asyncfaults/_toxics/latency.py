@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import Data, Event, Stage, ms
+from .._values import MILLISECONDS
+from ._stage import Data, Event, Stage, kinds, ms
 
 
 @final
 class Latency(Stage):
     type_name = "latency"
-    attribute_names = ("latency", "jitter")
+    attribute_kinds = kinds(latency=MILLISECONDS, jitter=MILLISECONDS)
 
     def configure(self, attributes: Mapping[str, int]) -> None:
         self._latency = attributes.get("latency", 0)

@@ -11,13 +11,14 @@ import random
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import CLOSE, Data, Stage
+from .._values import BYTES
+from ._stage import CLOSE, Data, Stage, kinds
 
 
 @final
 class LimitData(Stage):
     type_name = "limit_data"
-    attribute_names = ("bytes",)
+    attribute_kinds = kinds(bytes=BYTES)
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self.transmitted = 0

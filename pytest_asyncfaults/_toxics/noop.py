@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import final
 
-from ._stage import Stage
+from ._stage import Stage, kinds
 
 
 @final
 class Noop(Stage):
     type_name = "noop"
-    attribute_names = ()
+    attribute_kinds = kinds()

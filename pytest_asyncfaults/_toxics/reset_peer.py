@@ -11,13 +11,14 @@ import random
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import RESET, Data, Event, Marker, Stage, ms
+from .._values import MILLISECONDS
+from ._stage import RESET, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
 class ResetPeer(Stage):
     type_name = "reset_peer"
-    attribute_names = ("timeout",)
+    attribute_kinds = kinds(timeout=MILLISECONDS)
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._reset_at: float | None = None

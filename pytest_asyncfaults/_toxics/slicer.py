@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from typing import final
 
 from .._exceptions import InvalidError
-from ._stage import Data, Event, Stage
+from .._values import BYTES, MICROSECONDS
+from ._stage import Data, Event, Stage, kinds
 
 
 @final
 class Slicer(Stage):
     type_name = "slicer"
-    attribute_names = ("average_size", "size_variation", "delay")
+    attribute_kinds = kinds(average_size=BYTES, size_variation=BYTES, delay=MICROSECONDS)
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._busy_until = float("-inf")

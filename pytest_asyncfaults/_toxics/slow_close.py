@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import Marker, Stage, ms
+from .._values import MILLISECONDS
+from ._stage import Marker, Stage, kinds, ms
 
 
 @final
 class SlowClose(Stage):
     type_name = "slow_close"
-    attribute_names = ("delay",)
+    attribute_kinds = kinds(delay=MILLISECONDS)
 
     def configure(self, attributes: Mapping[str, int]) -> None:
         self._delay = ms(attributes.get("delay", 0))

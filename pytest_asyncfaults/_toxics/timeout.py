@@ -14,13 +14,14 @@ import random
 from collections.abc import Mapping
 from typing import final
 
-from ._stage import CLOSE, Data, Event, Marker, Stage, ms
+from .._values import MILLISECONDS
+from ._stage import CLOSE, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
 class Timeout(Stage):
     type_name = "timeout"
-    attribute_names = ("timeout",)
+    attribute_kinds = kinds(timeout=MILLISECONDS)
 
     def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
         self._close_at: float | None = None

@@ -38,6 +38,7 @@ from .._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
     InvalidError,
+    in_toxiproxy_words,
 )
 from .._toxics import TOXIC_TYPES
 from .._toxics._spec import (
@@ -50,13 +51,17 @@ from .._toxics._spec import (
     check_type,
     make_toxic,
 )
+from .._values import BODY_MAX_BYTES
 from .._version import __version__
 from ._json import load_json
+from ._openapi import OPENAPI
 
 TOXIPROXY_VERSION: Final = "2.12.0"
 """The Toxiproxy release whose API this server speaks (``GET /version``)."""
 DEFAULT_LISTEN: Final = "127.0.0.1:0"
 """Where a proxy listens when the client does not say: loopback, a free port."""
+_INVALID_STREAM: Final = "stream was invalid, can be either upstream or downstream"
+_INVALID_TYPE: Final = "invalid toxic type"
 
 
 logger = logging.getLogger("pytest_asyncfaults.serve")
@@ -65,8 +70,56 @@ logger = logging.getLogger("pytest_asyncfaults.serve")
 # -- errors -----------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    detail: str | None = None,
+    **extra: object,
+) -> JSONResponse:
+    """Toxiproxy's error body, ``{"error", "status"}``; ``detail`` (ours) says more."""
+    body: dict[str, object] = {"error": message, "status": status, **extra}
+    if detail is not None and detail != message:
+        body["detail"] = detail
+    return JSONResponse(body, status, headers=headers)
+
+
+def _error_of(exc: AsyncFaultsError, **extra: object) -> JSONResponse:
+    """An error of ours as Toxiproxy words it, where it has words for it, ours in ``detail``."""
+    if exc.toxiproxy is not None:
+        return _error(exc.status, exc.toxiproxy, None, detail=str(exc), **extra)
+    return _error(exc.status, str(exc), None, detail=None, **extra)
+
+
+async def _read_bounded_body(request: Request) -> bytes | Response:
+    """The body, read up to ``BODY_MAX_BYTES``; past that, a 413 before the rest arrives.
+
+    A declared ``Content-Length`` over the limit is refused without reading a
+    byte; a body that streams past it is refused as soon as it does, and the
+    connection is closed rather than drained.
+    """
+    too_large = _error(
+        413,
+        f"bad request body: larger than {BODY_MAX_BYTES} bytes, the limit of this server",
+        headers={"connection": "close"},
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and (
+        not declared.isascii()
+        or not declared.isdigit()
+        or len(declared) > 12
+        or int(declared) > BODY_MAX_BYTES
+    ):
+        return too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > BODY_MAX_BYTES:
+            return too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -84,14 +137,18 @@ def _guarded(endpoint: Endpoint, lock: asyncio.Lock) -> Endpoint:
     @functools.wraps(endpoint)
     async def run(request: Request) -> Response:
         try:
-            await request.body()  # read (and cached) outside the lock: a slow client holds nothing
+            # Read outside the lock: a slow client holds nothing.
+            body = await _read_bounded_body(request)
         except Exception:  # the client went away mid-body
             return _error(400, "bad request body: it could not be read")
+        if isinstance(body, Response):
+            return body
+        request.state.body = body
         async with lock:
             try:
                 return await endpoint(request)
             except AsyncFaultsError as exc:
-                return _error(exc.status, str(exc))
+                return _error_of(exc)
             except Exception:
                 logger.exception("internal error in %s %s", request.method, request.url.path)
                 return _error(500, "internal error: the server's log (stderr) has the details")
@@ -132,7 +189,7 @@ class _RefuseBrowsers:
 
 
 async def _read_json(request: Request) -> object:
-    raw = await request.body()
+    raw: bytes = request.state.body
     if not raw.strip():
         raise InvalidError("bad request body: it is empty, expected JSON")
     return load_json(raw, "bad request body", strict=True)
@@ -203,6 +260,10 @@ class _Api:
     def __init__(self, core: FaultCore) -> None:
         self.core = core
 
+    async def openapi(self, request: Request) -> Response:
+        """Our extension: this API described (OpenAPI 3.1), for clients and fuzzers."""
+        return JSONResponse(OPENAPI)
+
     async def version(self, request: Request) -> Response:
         # A client that parses the version sees Toxiproxy's; ours is alongside.
         return JSONResponse({"version": TOXIPROXY_VERSION, "asyncfaults": __version__})
@@ -224,10 +285,17 @@ class _Api:
     async def populate(self, request: Request) -> Response:
         """Create or replace many proxies; identical ones are kept as they are.
 
-        Every entry is checked before anything changes. A proxy that then fails
-        to listen ends the request with Toxiproxy's error body, plus the
-        proxies already applied under ``proxies``.
+        Every entry is checked before anything changes. Any error body has
+        Toxiproxy's ``proxies`` field too: ``null`` when the request was refused
+        before a change, else the proxies already applied when one of them
+        failed to listen.
         """
+        try:
+            return await self._populate(request)
+        except AsyncFaultsError as exc:
+            return _error_of(exc, proxies=None)
+
+    async def _populate(self, request: Request) -> Response:
         body = await _read_json(request)
         if not isinstance(body, list):
             raise InvalidError(f"bad request body: expected a JSON array of {_PROXY_SHAPE}")
@@ -241,6 +309,7 @@ class _Api:
                 )
             try:
                 proxy = _new_proxy(entry, where)
+                self.core.check_listen(proxy[2])
             except InvalidError as exc:
                 if str(exc).startswith("missing required field"):
                     raise
@@ -263,15 +332,7 @@ class _Api:
             try:
                 applied.append(await self.core.create_proxy(name, upstream, listen, enabled))
             except AsyncFaultsError as exc:
-                status = exc.status
-                return JSONResponse(
-                    {
-                        "error": str(exc),
-                        "status": status,
-                        "proxies": [info.to_json() for info in applied],
-                    },
-                    status_code=status,
-                )
+                return _error_of(exc, proxies=[info.to_json() for info in applied] or None)
         return JSONResponse({"proxies": [info.to_json() for info in applied]}, status_code=201)
 
     async def proxy_show(self, request: Request) -> Response:
@@ -319,11 +380,20 @@ class _Api:
             request, '{"type", "name"?, "stream"?, "toxicity"?, "attributes"?}'
         )
         stream_value = body.get("stream")
-        stream = "downstream" if _missing(stream_value) else check_stream(stream_value)
+        try:
+            stream = "downstream" if _missing(stream_value) else check_stream(stream_value)
+        except InvalidError as exc:
+            raise in_toxiproxy_words(exc, _INVALID_STREAM) from None
         type_value = body.get("type")
         if _missing(type_value) or type_value == "":
-            raise InvalidError(f"missing required field: type (one of {', '.join(TOXIC_TYPES)})")
-        toxic_type = check_type(type_value)
+            raise in_toxiproxy_words(
+                InvalidError(f"missing required field: type (one of {', '.join(TOXIC_TYPES)})"),
+                _INVALID_TYPE,
+            )
+        try:
+            toxic_type = check_type(type_value)
+        except InvalidError as exc:
+            raise in_toxiproxy_words(exc, _INVALID_TYPE) from None
         name_value = body.get("name")
         name = (
             f"{toxic_type}_{stream}"
@@ -331,7 +401,10 @@ class _Api:
             else check_name("name", name_value)
         )
         if any(spec.name == name for spec in existing):
-            raise AlreadyExistsError(f"toxic {name!r} already exists on proxy {proxy!r}")
+            raise in_toxiproxy_words(
+                AlreadyExistsError(f"toxic {name!r} already exists on proxy {proxy!r}"),
+                "toxic already exists",
+            )
         toxicity = body.get("toxicity")
         start_after = body.get("start_after")
         duration = body.get("duration")
@@ -433,6 +506,7 @@ def toxiproxy_api(core: FaultCore) -> Starlette:
     app = Starlette(
         routes=[
             route("/version", GET=api.version),
+            route("/openapi.json", GET=api.openapi),
             route("/reset", POST=api.reset),
             route("/proxies", GET=api.proxy_index, POST=api.proxy_create),
             route("/populate", POST=api.populate),

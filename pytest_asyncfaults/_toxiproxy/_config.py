@@ -1,12 +1,14 @@
 """Toxiproxy's ``-config`` file: the proxies ``asyncfaults serve`` starts with.
 
 The format is Toxiproxy's, so one file serves both servers: a JSON array of
-``{"name", "listen", "upstream", "enabled"?}``. Unlike Toxiproxy, which logs
-a bad file and carries on with whatever it managed to read, we refuse the
-whole file on the first problem and say exactly where it is (file, entry,
-field): a test run against half a configuration fails later, far from the
-cause. Unknown keys are refused too, since a misspelt ``enabled`` would
-otherwise be silently ignored.
+``{"name", "listen", "upstream", "enabled"?}``, in a regular file of at
+most ``CONFIG_MAX_BYTES`` (a FIFO or ``/dev/zero`` is refused, not read
+forever). Unlike Toxiproxy, which logs a bad file and carries on with
+whatever it managed to read, we refuse the whole file on the first
+problem and say exactly where it is (file, entry, field): a test run
+against half a configuration fails later, far from the cause. Unknown
+keys are refused too, since a misspelt ``enabled`` would otherwise be
+silently ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Final, final
 from .._address import parse_address
 from .._exceptions import InvalidError
 from .._toxics._spec import check_name
+from .._values import CONFIG_MAX_BYTES, read_bounded, shown
 from ._json import load_json
 
 _KEYS: Final = ("name", "listen", "upstream", "enabled")
@@ -38,12 +41,8 @@ class ProxyConfig:
 def load_proxy_config(path: str | os.PathLike[str]) -> list[ProxyConfig]:
     """Read and validate a Toxiproxy configuration file, all or nothing."""
     where = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as exc:
-        raise InvalidError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    data = load_json(raw, where)
+    raw = read_bounded(where, path, CONFIG_MAX_BYTES)
+    data = load_json(raw, where, strict=True)
     if not isinstance(data, list):
         raise InvalidError(f"{where}: expected {_SHAPE}, got a JSON {_json_type(data)}")
     proxies: list[ProxyConfig] = []
@@ -68,12 +67,14 @@ def _entry(where: str, number: int, entry: object) -> ProxyConfig:
             f"got a JSON {_json_type(entry)}"
         )
     raw_name = entry.get("name")
-    label = f"entry {number} ({raw_name!r})" if isinstance(raw_name, str) else f"entry {number}"
+    label = (
+        f"entry {number} ({shown(raw_name)})" if isinstance(raw_name, str) else f"entry {number}"
+    )
     try:
         for key in entry:
             if key not in _KEYS:
                 raise InvalidError(
-                    f"unknown key {key!r}: an entry takes {', '.join(map(repr, _KEYS))}"
+                    f"unknown key {shown(key)}: an entry takes {', '.join(map(repr, _KEYS))}"
                 )
         for key in ("name", "listen", "upstream"):
             if key not in entry:
@@ -86,7 +87,7 @@ def _entry(where: str, number: int, entry: object) -> ProxyConfig:
         assert isinstance(upstream, str)
         enabled = entry.get("enabled", True)
         if not isinstance(enabled, bool):
-            raise InvalidError(f"enabled={enabled!r} is not valid: expected true or false")
+            raise InvalidError(f"enabled={shown(enabled)} is not valid: expected true or false")
     except InvalidError as exc:
         raise InvalidError(f"{where}: {label}: {exc}") from None
     return ProxyConfig(name=name, listen=listen, upstream=upstream, enabled=enabled)

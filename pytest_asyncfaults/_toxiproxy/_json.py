@@ -19,6 +19,7 @@ from typing import Any, Final
 from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import InvalidError
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
+from .._values import key_text, spelled
 
 _INT64: Final = (-(2**63), 2**63 - 1)
 
@@ -27,18 +28,25 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_int_range(value: object) -> None:
+def _joined(path: str, key: object) -> str:
+    """``path.key``; a key that is not a plain word is shown as its (short) repr."""
+    text = key_text(key)
+    return f"{path}.{text}" if path else text
+
+
+def _check_int_range(value: object, where: str) -> None:
     """Integers must fit in 64 bits, as in Toxiproxy; bigger ones break timers."""
     stack: list[tuple[str, object]] = [("", value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
-            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
+            stack.extend((_joined(path, key), v) for key, v in item.items())
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
         elif isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
             raise InvalidError(
-                f"{path or 'body'}={item} is not valid: out of range for a 64-bit integer"
+                f"{where}: {spelled(path or 'value', item)} is not valid: "
+                f"out of range for a 64-bit integer"
             )
 
 
@@ -57,7 +65,7 @@ def load_json(raw: bytes, where: str, *, strict: bool = False) -> object:
     except (ValueError, RecursionError) as exc:  # undecodable bytes, absurd nesting, NaN
         raise InvalidError(f"{where}: not valid JSON: {exc}") from None
     if strict:
-        _check_int_range(value)
+        _check_int_range(value, where)
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import asyncpg
 import corpus_litestar_pool_buggy
 import corpus_litestar_pool_fixed
 import httpx
@@ -41,4 +42,28 @@ async def test_a_blackholed_database_times_out(
         outcome = await tasks.settle(within=2)
     outcome.assert_failed(TimeoutError)
     outcome.assert_logged(TimeoutError)
+    outcome.assert_cleaned_up()
+
+
+async def test_a_slow_database_times_out(
+    app_client: httpx.AsyncClient, tasks: TaskMonitor, faults: Faults
+) -> None:
+    async with faults.postgres.latency(3000):
+        response = await app_client.post("/orders/17")
+        assert response.status_code == 202
+        outcome = await tasks.settle(within=2)
+    outcome.assert_failed(TimeoutError)
+    outcome.assert_logged(TimeoutError)
+    outcome.assert_cleaned_up()
+
+
+async def test_a_reset_connection_is_logged(
+    app_client: httpx.AsyncClient, tasks: TaskMonitor, faults: Faults
+) -> None:
+    async with faults.postgres.reset_peer():
+        response = await app_client.post("/orders/17")
+        assert response.status_code == 202
+        outcome = await tasks.settle(within=2)
+    outcome.assert_failed(asyncpg.PostgresConnectionError)
+    outcome.assert_logged(asyncpg.PostgresConnectionError)
     outcome.assert_cleaned_up()

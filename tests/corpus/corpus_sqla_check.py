@@ -45,3 +45,16 @@ async def test_a_blackholed_database_answers_503(
         isinstance(log.exc_info[1], TimeoutError) for log in outcome.error_logs if log.exc_info
     )
     outcome.assert_cleaned_up()
+
+
+async def test_a_slow_database_answers_503(
+    app_client: httpx.AsyncClient, tasks: TaskMonitor, faults: Faults
+) -> None:
+    async with faults.postgres.latency(3000):
+        response = await app_client.get("/stock", timeout=2)
+        assert response.status_code == 503
+        outcome = await tasks.settle(within=2)
+    assert any(
+        isinstance(log.exc_info[1], TimeoutError) for log in outcome.error_logs if log.exc_info
+    )
+    outcome.assert_cleaned_up()

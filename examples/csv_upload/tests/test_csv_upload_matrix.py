@@ -32,6 +32,9 @@ RUN_LIMIT = 300
 
 FLAKY = load_scenario(SCENARIOS / "flaky_30.toml")
 
+# The buggy matrix (half a minute) is made once, by the one worker that runs these tests.
+pytestmark = pytest.mark.xdist_group("csv_upload_matrix")
+
 
 def first_connection_resets(seed: int) -> bool:
     """What the engine draws for ``flaky_30`` under ``seed``, computed as it does.
@@ -73,6 +76,8 @@ def start_run(report: Path, seed: int, *args: str) -> subprocess.Popen[str]:
         str(report),
         "--asyncfaults-seed",
         str(seed),
+        "-p",
+        "no:faker",  # a plugin Litestar brings along: a third of a second at each start
         "--asyncfaults-timeline-dir",
         str(report.parent / "timelines"),
         *args,
