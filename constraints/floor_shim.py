@@ -2,8 +2,8 @@
 runs of pytester included: the suite's inner ini files name pytest-asyncio 0.24's
 ``asyncio_default_fixture_loop_scope``, which 0.23 (the last for pytest 7.4) does not know
 and would warn about. Declared here, it is accepted and does nothing: 0.23 has one
-fixture loop scope per test anyway. And the loop 0.23 leaves behind after each test is
-closed (see below)."""
+fixture loop scope per test anyway. And the loops 0.23 leaves behind are closed (see
+below)."""
 
 from __future__ import annotations
 
@@ -21,18 +21,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         )
 
 
+_HELD: list[asyncio.AbstractEventLoop] = []
+"""Loops set as current at the end of a test, kept until they are replaced, then closed."""
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    """pytest-asyncio 0.23 ends each test by setting a fresh event loop it never closes; its
-    garbage (an unclosed loop, its self-pipe) would be collected in a later test, under that
-    test's warnings filter, as if that test had leaked it. Closed here, after the test that
-    made it."""
+    """pytest-asyncio 0.23 ends each test by setting a fresh event loop, and the next test
+    replaces it without closing it; its garbage (an unclosed loop, its self-pipe) would be
+    collected in some later test, under that test's warnings filter, as if that test had
+    leaked it. Held here instead, and closed once it is no longer the current loop."""
     try:
         return (yield)
     finally:
         local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-        loop = getattr(local, "_loop", None)
-        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_running():
-            if not loop.is_closed():
-                loop.close()
-            asyncio.set_event_loop(None)
+        current = getattr(local, "_loop", None)
+        for loop in list(_HELD):
+            if loop is not current and not loop.is_running():
+                if not loop.is_closed():
+                    loop.close()
+                _HELD.remove(loop)
+        if isinstance(current, asyncio.AbstractEventLoop) and current not in _HELD:
+            _HELD.append(current)

@@ -162,6 +162,13 @@ def test_an_app_imported_before_the_environment_stops_the_test(
     assert text.count("which was imported before asyncfaults_env") == 1, text  # printed once
     assert postgres_server.password not in text
 
+    # told it is not concerned, the plugin lets it run: the blackhole then misses the app
+    # (it answers 200 from the server itself), and the fault that touched nothing says so
+    result = run(pytester, postgres_server, *backend_args, "--asyncfaults-early-import=off")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*assert 200 == 503*", "*postgres: blackhole on, 0 connections*"])
+    assert "imported before asyncfaults_env" not in result.stdout.str()
+
 
 def test_a_fault_no_connection_went_through_is_a_warning(
     pytester: pytest.Pytester,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Final, final
 import pytest
 
 from .._address import mask_env, register_dsn, register_secret
+from .._exceptions import AsyncFaultsWarning
 from ._keys import APPLIED_ENV_KEY as APPLIED_KEY
 from ._keys import ENV_BASELINE_KEY
 
@@ -84,10 +86,17 @@ def apply_env(request: pytest.FixtureRequest, fixturedef: Any, value: object) ->
 
 
 def check_app_import(request: pytest.FixtureRequest, app: object) -> None:
-    """Stop the test when the app's module was imported before the environment was applied."""
+    """Stop the test when the app's module was imported before the environment was applied
+    (the ``early_import`` setting: ``fail``, ``warn`` or ``off``)."""
     env = request.node.stash.get(APPLIED_KEY, None)
     baseline = request.config.stash.get(ENV_BASELINE_KEY, None)
     if not env or baseline is None or app is None:
+        return
+    try:
+        policy = getattr(request.getfixturevalue("asyncfaults_settings"), "early_import", "fail")
+    except pytest.FixtureLookupError:  # an asgi_app of a wider scope than the test's settings
+        policy = "fail"
+    if policy == "off":
         return
     changed = [name for name, value in env.items() if baseline.environ.get(name) != value]
     if not changed:
@@ -126,16 +135,20 @@ def check_app_import(request: pytest.FixtureRequest, app: object) -> None:
         else f'name it in the ini key asyncfaults_app = "{module}:app", or import it inside '
         f"the asgi_app fixture"
     )
-    pytest.fail(
+    message = (
         f"asyncfaults: the app under test comes from the module {module!r} ({where}), which "
         f"was imported before asyncfaults_env was applied{by}: it read its settings without "
         f"{names} as this test sets them, so no fault on the test's proxies would reach it.\n"
         f"  Import the app lazily: {lazily} (not at the top of conftest.py or of a test "
         f"module);\n"
         f"  or configure it in code: an asgi_app fixture returning create_app(...) with "
-        f"postgres_server.dsn_via(faults.postgres).",
-        pytrace=False,
+        f"postgres_server.dsn_via(faults.postgres). (An app that reads its settings only "
+        f"when it starts, not at import, is not concerned: early_import = off.)"
     )
+    if policy == "warn":
+        warnings.warn(AsyncFaultsWarning(message), stacklevel=1)
+    else:
+        pytest.fail(message, pytrace=False)
 
 
 def _short_path(module: ModuleType) -> str:
