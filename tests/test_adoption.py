@@ -472,3 +472,54 @@ def test_repro_takes_a_dsn_and_prints_no_password(
     assert f"env DATABASE_URL=postgresql://{postgres_server.user}:***@127.0.0.1:" in out
     assert "env DB_PASSWORD=***" in out
     assert postgres_server.password not in out
+
+
+def test_an_smtp_placeholder_starts_the_smtp_server(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
+    pytester.makeini(PLAIN_INI + "asyncfaults_env =\n    SMTP={smtp.host}:{smtp.port}\n")
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import os
+            import smtplib
+
+
+            def test_mail(asyncfaults_env, faults, request):
+                # the test never named smtp_server: the placeholder started it
+                server = request.getfixturevalue("smtp_server")
+                assert faults.smtp.upstream == server.address
+                assert os.environ["SMTP"] == faults.smtp.listen
+                with smtplib.SMTP(faults.smtp.host, faults.smtp.port, timeout=10) as client:
+                    client.sendmail("a@example.org", ["b@example.org"], "Subject: hi\\n\\nhello")
+                assert [mail.subject for mail in server.messages] == ["hi"]
+            """
+        )
+    )
+    pytester.runpytest("-p", "no:cacheprovider", *backend_args).assert_outcomes(passed=1)
+
+
+def test_no_password_in_a_timeline_or_a_json_report(tmp_path: Path) -> None:
+    from pytest_asyncfaults._address import mask_secrets, register_secret
+    from pytest_asyncfaults._scenario._matrix import MatrixRow, dump_document, matrix_document
+    from pytest_asyncfaults._timeline import Timeline, write_timeline
+
+    register_secret("hunter2-known-password")
+    reason = (
+        "InvalidPasswordError: postgresql://app:url-password@127.0.0.1:5432/db; "
+        "DB_PASSWORD=hunter2-known-password"
+    )
+    page = write_timeline(
+        Timeline(title="t", summary=reason, end=1.0), tmp_path / "timeline.html"
+    ).read_text()
+    document = dump_document(
+        matrix_document(
+            seed=1,
+            scenarios=[],
+            rows=[MatrixRow("test_x", "db", "failed", reason, 0.1, None, "test_x[db]")],
+        )
+    )
+    for text in (page, document, mask_secrets(reason)):
+        assert "url-password" not in text
+        assert "hunter2-known-password" not in text
+        assert "postgresql://app:***@127.0.0.1:5432/db" in text
