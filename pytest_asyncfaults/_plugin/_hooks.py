@@ -72,8 +72,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         backend = f"asyncfaults: Toxiproxy server at {url}"
     else:
         seed = run_seed(config)
-        shown = f"{seed}" if seed_was_given(config) else f"{seed} (fresh: repeat with "
-        shown += "" if seed_was_given(config) else f"--asyncfaults-seed={seed})"
+        shown = (
+            str(seed)
+            if seed_was_given(config)
+            else f"{seed} (fresh: repeat with --asyncfaults-seed={seed})"
+        )
         where = "in a child process" if engine_mode(config) == "process" else "in process"
         backend = f"asyncfaults: embedded fault engine {where}, seed {shown}"
     settings = resolve({}, option_reader(config), ini_reader(config))
