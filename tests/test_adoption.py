@@ -523,3 +523,59 @@ def test_no_password_in_a_timeline_or_a_json_report(tmp_path: Path) -> None:
         assert "url-password" not in text
         assert "hunter2-known-password" not in text
         assert "postgresql://app:***@127.0.0.1:5432/db" in text
+
+
+def test_a_startup_that_retries_a_refused_login_says_why_it_hangs(
+    pytester: pytest.Pytester, backend_args: list[str], postgres_server: PostgresServer
+) -> None:
+    """The app's startup retries its database login for good, as apps do; a wrong password
+    made that a lifespan hang whose cause was only in the captured log: it is in the report."""
+    wrong = postgres_server.dsn_via(postgres_server).replace(
+        f":{postgres_server.password}@", ":not-the-password@"
+    )
+    pytester.makeini(PLAIN_INI + "asyncfaults_startup_timeout = 2\n")
+    pytester.makeconftest(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            import logging
+            from contextlib import asynccontextmanager
+
+            import asyncpg
+            import pytest
+            from starlette.applications import Starlette
+
+            log = logging.getLogger("retrying_app")
+
+
+            @asynccontextmanager
+            async def lifespan(app):
+                while True:  # retry until the database lets us in
+                    try:
+                        app.state.db = await asyncpg.connect({wrong!r}, timeout=2)
+                        break
+                    except Exception:
+                        log.exception("cannot log in to the database, retrying")
+                        await asyncio.sleep(0.3)
+                yield
+                await app.state.db.close()
+
+
+            @pytest.fixture
+            def asgi_app():
+                return Starlette(lifespan=lifespan)
+            """
+        )
+    )
+    pytester.makepyfile("async def test_app(app_client):\n    await app_client.get('/')\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *backend_args, timeout=60)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*of the app's lifespan still pending after 2 s (startup limit)*",
+            "The app logged, while its startup ran:",
+            "  ERROR retrying_app: cannot log in to the database, retrying: "
+            "InvalidPasswordError: password authentication failed for user*",
+        ]
+    )
+    assert "not-the-password" not in result.stdout.str()
