@@ -10,10 +10,14 @@ lines on stdin, answering one JSON line each on stdout.
 Two roles, two processes, so that the bulk sender and the sink do not contend
 for one GIL either:
 
-* ``server``: an echo listener and a sink listener; prints their ports, then
-  runs until stdin says ``quit`` or closes.
-* ``client``: runs ``rtt`` and ``bulk`` measurements against a port it is
-  given and answers with the raw figures; the parent does the statistics.
+* ``server``: an echo listener, a sink listener and a tiny PostgreSQL server
+  (``pg``, for ``bench/protocol.py``: it logs anyone in and answers each
+  Query with CommandComplete and ReadyForQuery; a client that does not start
+  with a StartupMessage gets the same sizes back, without the protocol);
+  prints their ports, then runs until stdin says ``quit`` or closes.
+* ``client``: runs ``rtt``, ``pgrtt`` and ``bulk`` measurements against a
+  port it is given and answers with the raw figures; the parent does the
+  statistics.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ ACK: Final = b"\x01"
 RECV_SIZE: Final = 1 << 20
 
 Handler = Callable[[socket.socket], None]
+
+
+def _pg_message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+_PG_PARAMS: Final = struct.pack("!i", 196608) + b"user\0bench\0database\0bench\0\0"
+PG_STARTUP: Final = struct.pack("!i", len(_PG_PARAMS) + 4) + _PG_PARAMS
+PG_LOGGED_IN: Final = _pg_message(b"R", struct.pack("!i", 0)) + _pg_message(b"Z", b"I")
+PG_QUERY: Final = _pg_message(b"Q", b"SELECT 1\0")
+PG_REPLY: Final = _pg_message(b"C", b"SELECT 1\0") + _pg_message(b"Z", b"I")
+RAW_QUERY: Final = b"x" * len(PG_QUERY)
+"""The raw mode's request: a Query's size, not the protocol (no reader keeps reading it)."""
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -86,11 +103,39 @@ def _sink(conn: socket.socket) -> None:
         conn.sendall(ACK)
 
 
+def _pg(conn: socket.socket) -> None:
+    """A Query in, CommandComplete and ReadyForQuery out; or the same sizes, raw."""
+    first = _recv_exactly(conn, 8)
+    length, code = struct.unpack("!ii", first)
+    if not (8 <= length <= 10000 and code >> 16 == 3):
+        request = first + _recv_exactly(conn, len(RAW_QUERY) - 8)
+        reply = b"y" * len(PG_REPLY)
+        while request:
+            conn.sendall(reply)
+            request = conn.recv(len(RAW_QUERY), socket.MSG_WAITALL)
+        return
+    _recv_exactly(conn, length - 8)
+    conn.sendall(PG_LOGGED_IN)
+    while header := conn.recv(5, socket.MSG_WAITALL):
+        size = struct.unpack("!i", header[1:5])[0] - 4
+        if size:
+            _recv_exactly(conn, size)
+        if header[:1] == b"X":
+            return
+        if header[:1] == b"Q":
+            conn.sendall(PG_REPLY)
+
+
 class _Servers:
     def __init__(self) -> None:
         self.echo = socket.create_server(("127.0.0.1", 0), backlog=128)
         self.sink = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self._handlers: dict[socket.socket, Handler] = {self.echo: _echo, self.sink: _sink}
+        self.pg = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self._handlers: dict[socket.socket, Handler] = {
+            self.echo: _echo,
+            self.sink: _sink,
+            self.pg: _pg,
+        }
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -137,6 +182,7 @@ class _Servers:
         self._acceptor.join(IO_TIMEOUT)
         self.echo.close()
         self.sink.close()
+        self.pg.close()
         with self._lock:
             conns, threads = list(self._conns), list(self._threads)
         for conn in conns:
@@ -191,7 +237,13 @@ def serve() -> None:
     servers = _Servers()
     servers.start()
     try:
-        _answer({"echo": servers.echo.getsockname()[1], "sink": servers.sink.getsockname()[1]})
+        _answer(
+            {
+                "echo": servers.echo.getsockname()[1],
+                "sink": servers.sink.getsockname()[1],
+                "pg": servers.pg.getsockname()[1],
+            }
+        )
         while (command := _read_command(reader)) is not None:
             if command.get("op") == "quit":
                 break
@@ -235,6 +287,36 @@ def measure_rtt(port: int, size: int, warmup: int, count: int, pause: float = 0.
             elapsed = clock() - start
             if index >= warmup:
                 samples.append(elapsed)
+        sock.shutdown(socket.SHUT_WR)
+    return samples
+
+
+def measure_pg_rtt(port: int, mode: str, warmup: int, count: int) -> list[int]:
+    """Round trips in ns of a Query answered by CommandComplete and ReadyForQuery, after a
+    login (``mode`` "pg"), or of the same sizes without the protocol (``mode`` "raw")."""
+    request = PG_QUERY if mode == "pg" else RAW_QUERY
+    size = len(PG_REPLY)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    with _connect(port) as sock:
+        if mode == "pg":
+            sock.sendall(PG_STARTUP)
+            _recv_exactly(sock, len(PG_LOGGED_IN))
+        recv = sock.recv
+        for index in range(warmup + count):
+            start = clock()
+            sock.sendall(request)
+            got = 0
+            while got < size:
+                data = recv(size - got)
+                if not data:
+                    raise ConnectionError("the server closed the connection")
+                got += len(data)
+            elapsed = clock() - start
+            if index >= warmup:
+                samples.append(elapsed)
+        if mode == "pg":
+            sock.sendall(_pg_message(b"X", b""))
         sock.shutdown(socket.SHUT_WR)
     return samples
 
@@ -283,6 +365,11 @@ def client() -> None:
                         ),
                     }
                 )
+            elif op == "pgrtt":
+                samples = measure_pg_rtt(
+                    command["port"], command["mode"], command["warmup"], command["count"]
+                )
+                _answer({"ok": True, "samples_ns": samples})
             elif op == "bulk":
                 seconds = measure_bulk(command["port"], command["total"], command["chunk"])
                 _answer({"ok": True, "seconds": seconds})

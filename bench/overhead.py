@@ -160,6 +160,8 @@ def run_suite(root: Path, name: str, tests: int) -> float:
             "-p",
             "no:faker",
             "-p",
+            "no:hypothesispytest",
+            "-p",
             "no:randomly",
             "-p",
             "overhead_timing",

@@ -19,6 +19,7 @@ from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from ._backends._embedded import Engine as Engine
+    from ._engine._models import ProtocolEvent as ProtocolEvent
     from ._engine._models import ProxyInfo as ProxyInfo
     from ._engine._models import ProxyStats as ProxyStats
     from ._exceptions import AlreadyExistsError as AlreadyExistsError
@@ -83,6 +84,7 @@ __all__ = (
     "OutcomeError",
     "PlannedToxic",
     "PostgresServer",
+    "ProtocolEvent",
     "Proxy",
     "ProxyInfo",
     "ProxyStats",
@@ -105,6 +107,7 @@ __all__ = (
 
 _WHERE: _typing.Final = {
     "Engine": "._backends._embedded",
+    "ProtocolEvent": "._engine._models",
     "ProxyInfo": "._engine._models",
     "ProxyStats": "._engine._models",
     "AlreadyExistsError": "._exceptions",

@@ -23,7 +23,7 @@ from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpac
 
 from ._address import dsn_fields, dsn_with_address, mask_secrets
 from ._backends._base import ProxyHost
-from ._engine._models import ProxyInfo, ProxyStats
+from ._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from ._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -119,12 +119,9 @@ class FaultWindow:
 
 
 def describe_toxic(spec: ToxicSpec) -> str:
-    """``timeout downstream timeout=0``: the toxic as a report names it."""
-    return (
-        f"{spec.type} {spec.stream}"
-        + "".join(f" {key}={value}" for key, value in spec.attributes.items())
-        + (f" toxicity={spec.toxicity:g}" if spec.toxicity != 1.0 else "")
-    )
+    """``timeout downstream timeout=0``: the toxic as a report names it (a protocol toxic,
+    which reads both directions, without its stream: ``pg_error sqlstate=40001``)."""
+    return spec.describe() + (f" toxicity={spec.toxicity:g}" if spec.toxicity != 1.0 else "")
 
 
 class ToxicOptions(TypedDict, total=False):
@@ -198,7 +195,7 @@ class ToxicScope:
         with contextlib.suppress(NotFoundError):
             await self._proxy.call(self._proxy.backend.target.remove_toxic, self.spec.name)
 
-    async def update(self, *, toxicity: float | None = None, **attributes: int) -> ToxicSpec:
+    async def update(self, *, toxicity: float | None = None, **attributes: int | str) -> ToxicSpec:
         self.spec = await self._proxy.call(
             self._proxy.backend.target.update_toxic,
             self.spec.name,
@@ -346,6 +343,11 @@ class Proxy:
         except AsyncFaultsError:
             return None
 
+    async def protocol_events(self) -> tuple[ProtocolEvent, ...]:
+        """What this proxy's protocol toxics saw and did on its connections, oldest first:
+        logins, statements, SMTP commands and replies, the answers they gave, the cuts."""
+        return await self.call(self.backend.target.protocol_events)
+
     async def toxics(self) -> tuple[ToxicSpec, ...]:
         return await self.call(self.backend.target.toxics)
 
@@ -430,6 +432,114 @@ class Proxy:
     def limit_data(self, bytes: int, **options: Unpack[ToxicOptions]) -> ToxicScope:
         """Let ``bytes`` bytes through, then close the connection."""
         return self.toxic("limit_data", bytes=bytes, **options)
+
+    # -- the protocol toxics (PostgreSQL, SMTP): the embedded engine only ---------------------
+
+    def pg_login(
+        self,
+        action: str = "hold",
+        *,
+        delay: int = 0,
+        sqlstate: str = "",
+        message: str = "",
+        **options: Unpack[ToxicOptions],
+    ) -> ToxicScope:
+        """New connections' login (startup, authentication) is held (``"hold"``), delayed by
+        ``delay`` ms (``"delay"``), or refused (``"refuse"``) with ``sqlstate``: 53300
+        too_many_connections by default, 57P03 cannot_connect_now...; connections already
+        logged in carry on."""
+        return self.toxic(
+            "pg_login",
+            action=action,
+            delay=delay,
+            sqlstate=sqlstate,
+            message=message,
+            **options,
+        )
+
+    def pg_error(
+        self,
+        sqlstate: str,
+        *,
+        message: str = "",
+        match: str = "",
+        nth: int = 0,
+        **options: Unpack[ToxicOptions],
+    ) -> ToxicScope:
+        """Statements that ``match`` (a regex searched in their SQL; every one by default)
+        fail with an error of ``sqlstate`` (``"40001"`` serialization_failure,
+        ``"40P01"``, ``"57014"``, ``"57P01"`` admin_shutdown and a close, ``"23505"``...);
+        ``nth``: only the Nth of them the proxy sees from now on (across its connections)."""
+        return self.toxic(
+            "pg_error", sqlstate=sqlstate, message=message, match=match, nth=nth, **options
+        )
+
+    def pg_delay(
+        self, delay: int, *, match: str = "", nth: int = 0, **options: Unpack[ToxicOptions]
+    ) -> ToxicScope:
+        """Statements that ``match`` reach the server ``delay`` ms late."""
+        return self.toxic("pg_delay", delay=delay, match=match, nth=nth, **options)
+
+    def pg_hang(
+        self, *, match: str = "", nth: int = 0, **options: Unpack[ToxicOptions]
+    ) -> ToxicScope:
+        """Statements that ``match`` do not reach the server while the toxic is on."""
+        return self.toxic("pg_hang", match=match, nth=nth, **options)
+
+    def pg_cut(
+        self,
+        after_rows: int = 0,
+        *,
+        match: str = "",
+        nth: int = 0,
+        reset: bool = False,
+        **options: Unpack[ToxicOptions],
+    ) -> ToxicScope:
+        """The connection is closed (``reset``: reset) in the result of a statement that
+        ``match``, once ``after_rows`` of its rows reached the client (or of its data, in a
+        ``COPY ... FROM STDIN``, reached the server)."""
+        return self.toxic(
+            "pg_cut", after_rows=after_rows, match=match, nth=nth, reset=_switch(reset), **options
+        )
+
+    def smtp_reply(
+        self,
+        command: str,
+        code: int,
+        *,
+        text: str = "",
+        nth: int = 0,
+        **options: Unpack[ToxicOptions],
+    ) -> ToxicScope:
+        """``command`` (``"greeting"``, ``"ehlo"``, ``"mail"``, ``"rcpt"``, ``"data"``,
+        ``"end_of_data"``...) is answered with ``code`` and ``text`` by the proxy, which
+        keeps it from the server: 451 greylisting, 452, 550, 552, 554, 421 (and a close);
+        ``nth``: only the Nth such command from now on (``nth=1``: the retry goes through)."""
+        return self.toxic("smtp_reply", command=command, code=code, text=text, nth=nth, **options)
+
+    def smtp_delay(
+        self, command: str, delay: int, *, nth: int = 0, **options: Unpack[ToxicOptions]
+    ) -> ToxicScope:
+        """``command`` reaches the server ``delay`` ms late (the greeting, the client)."""
+        return self.toxic("smtp_delay", command=command, delay=delay, nth=nth, **options)
+
+    def smtp_cut(
+        self,
+        after: str = "data",
+        *,
+        nth: int = 0,
+        reset: bool = False,
+        **options: Unpack[ToxicOptions],
+    ) -> ToxicScope:
+        """The connection is cut after ``after`` reached the server, before its reply reaches
+        the client; ``"data"``: the whole message (the server takes it, the app never knows)."""
+        return self.toxic("smtp_cut", after=after, nth=nth, reset=_switch(reset), **options)
+
+
+def _switch(reset: object) -> object:
+    """``reset=True`` as the attribute's 1; anything but a bool goes to the validator as it
+    is, to be refused there by name (``int("yes")`` would be a ValueError, not our error)."""
+    return int(reset) if isinstance(reset, bool) else reset
 
 
 _OPTION_NAMES: Final = frozenset(ToxicOptions.__annotations__)

@@ -141,9 +141,10 @@ _CREATION_PARTS: Final = ("/asyncio/", "/anyio/_backends/", "/anyio/_core/", "/c
 _RUNNER_PARTS: Final = ("/pytest_asyncio/", "/anyio/pytest_plugin.py", "/_pytest/", "/pluggy/")
 
 CreatorKind = Literal["library", "runner", "other"]
-_KINDS: dict[CodeType, CreatorKind] = {}
-"""Per code object, asked once per code and not once per task: this runs on every
-``create_task`` of the app."""
+_KINDS: dict[str, CreatorKind] = {}
+"""Per file name, asked once per file and not once per task: this runs on every
+``create_task`` of the app. Keyed by the name, whose hash a string keeps, not by the code
+object, whose hash Python works out again at each lookup from its constants and names."""
 
 
 def creator_kind(code: CodeType) -> CreatorKind:
@@ -154,16 +155,17 @@ def creator_kind(code: CodeType) -> CreatorKind:
     runner's own, so the user's code and this plugin's (which asked for the task)
     must not be looked past, only the plumbing between them and ``create_task``.
     """
-    kind = _KINDS.get(code)
+    filename = code.co_filename
+    kind = _KINDS.get(filename)
     if kind is None:
-        path = code.co_filename.replace("\\", "/")
+        path = filename.replace("\\", "/")
         if any(part in path for part in _CREATION_PARTS):
             kind = "library"
         elif any(part in path for part in _RUNNER_PARTS):
             kind = "runner"
         else:
             kind = "other"
-        _KINDS[code] = kind
+        _KINDS[filename] = kind
     return kind
 
 

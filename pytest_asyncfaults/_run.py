@@ -18,7 +18,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import final
+from typing import Final, final
 
 from ._exceptions import AsyncFaultsError, ExpectationError, NotFoundError, ScenarioError
 from ._faults import Faults, FaultWindow, describe_toxic
@@ -32,14 +32,30 @@ from ._tasks._monitor import TaskMonitor, TaskRecord
 from ._tasks._outcome import Outcome
 from ._tasks._threads import ThreadWatch, release_default_executor
 from ._tasks._watchdog import LoopWatchdog, Stall
-from ._timeline import FaultSpan, Mark, RequestSpan, StallSpan, TaskSpan, Timeline
+from ._timeline import (
+    FaultSpan,
+    Mark,
+    ProtocolMark,
+    RequestSpan,
+    StallSpan,
+    TaskSpan,
+    Timeline,
+)
 
 Problem = tuple[LeakPolicy, str, str]
 """What a check found: its policy (fail or warn), the full report, a few words of it."""
 
 
+EVENTS_BOUND: Final = 2.0
+"""Seconds to read the protocol events of every proxy for the timeline of a failure."""
+PHASES_SHOWN: Final = 8
+"""Connections of one proxy whose protocol phase a report names (held ones first)."""
+
+
 async def describe_faults(faults: Faults) -> list[str]:
-    """One line per proxy of the run: its toxics and its open connections."""
+    """One line per proxy of the run: its toxics and its open connections; then, for the
+    connections a protocol toxic reads, where each stands ("postgres: connection 3 held in
+    authentication"), held ones first."""
     lines = []
     for proxy in faults:
         toxics = await proxy.toxics()
@@ -48,11 +64,19 @@ async def describe_faults(faults: Faults) -> list[str]:
         )
         if not proxy.enabled:
             described = "DISABLED (connections refused); " + described
+        phases: list[tuple[int, str]] = []
         try:
-            opened = f"{(await proxy.read_stats()).open} open connection(s)"
+            stats = await proxy.read_stats()
+            opened = f"{stats.open} open connection(s)"
+            phases = sorted(stats.phases.items(), key=lambda item: (item[1][:4] != "held", item))
         except AsyncFaultsError:
             opened = "connections not counted by this server"
         lines.append(f"{proxy.name} ({proxy.listen} -> {proxy.upstream}): {described}; {opened}")
+        lines.extend(
+            f"{proxy.name}: connection {number} {phase}" for number, phase in phases[:PHASES_SHOWN]
+        )
+        if len(phases) > PHASES_SHOWN:
+            lines.append(f"{proxy.name}: ... and {len(phases) - PHASES_SHOWN} more connection(s)")
     return lines
 
 
@@ -80,6 +104,8 @@ class Run:
         self.watchdog: LoopWatchdog | None = None
         self.thread_watch: ThreadWatch | None = None
         self.started_at = time.monotonic()
+        self.protocol: list[ProtocolMark] = []
+        """What the proxies' protocol toxics saw and did during the run (for the timeline)."""
 
     # -- while it runs ---------------------------------------------------------------------
 
@@ -316,6 +342,31 @@ class Run:
 
     # -- the picture -----------------------------------------------------------------------
 
+    async def read_protocol_events(self) -> None:
+        """Fetch what each proxy's protocol toxics noted since the run started (bounded; a
+        server without them, a real Toxiproxy, has none to give)."""
+        if self.faults is None:
+            return
+        marks: list[ProtocolMark] = []
+        with contextlib.suppress(AsyncFaultsError, TimeoutError):
+            async with asyncio.timeout(EVENTS_BOUND):
+                for proxy in self.faults:
+                    with contextlib.suppress(AsyncFaultsError):
+                        for event in await proxy.protocol_events():
+                            if event.at >= self.started_at:
+                                marks.append(
+                                    ProtocolMark(
+                                        proxy=proxy.name,
+                                        connection=event.connection,
+                                        at=event.at - self.started_at,
+                                        text=event.text,
+                                        injected=event.injected,
+                                        repeats=event.repeats,
+                                        until=event.until - self.started_at,
+                                    )
+                                )
+        self.protocol = sorted(marks, key=lambda mark: mark.at)
+
     def timeline(self, *, title: str, summary: str) -> Timeline:
         return timeline_of(
             self.monitor,
@@ -325,6 +376,7 @@ class Run:
             title=title,
             summary=summary,
             scenario=self.scenario,
+            protocol=self.protocol,
         )
 
 
@@ -344,6 +396,7 @@ def timeline_of(
     title: str,
     summary: str,
     scenario: Scenario | None = None,
+    protocol: Sequence[ProtocolMark] = (),
 ) -> Timeline:
     """What the monitor, the faults and the watchdog saw, on one time axis from the start."""
     now = time.monotonic()
@@ -407,4 +460,5 @@ def timeline_of(
             if began + within <= now
         ),
         scenario="" if scenario is None else scenario.name,
+        protocol=tuple(protocol),
     )

@@ -28,6 +28,7 @@ from ._address import mask_secrets
 __all__ = [
     "FaultSpan",
     "Mark",
+    "ProtocolMark",
     "RequestSpan",
     "StallSpan",
     "TaskSpan",
@@ -103,6 +104,21 @@ class Mark:
 
 @final
 @dataclass(frozen=True)
+class ProtocolMark:
+    """What a protocol toxic saw or did on one connection of a proxy (a statement, an SMTP
+    command, the answer it gave, a cut); a run of alike ones spans ``at`` to ``until``."""
+
+    proxy: str
+    connection: int
+    at: float
+    text: str
+    injected: bool = False
+    repeats: int = 1
+    until: float | None = None
+
+
+@final
+@dataclass(frozen=True)
 class Timeline:
     """Everything the picture shows; ``end`` is where it stops (when the report was made)."""
 
@@ -115,6 +131,7 @@ class Timeline:
     stalls: tuple[StallSpan, ...] = ()
     marks: tuple[Mark, ...] = ()
     scenario: str = ""
+    protocol: tuple[ProtocolMark, ...] = ()
 
 
 # The colours of the picture. A pending task is what a hang report is about, so
@@ -134,6 +151,11 @@ ANSWERING: Final = "#2f6db5"
 """A request until the client has its answer."""
 BACKGROUND: Final = "#9cc3ea"
 """A request after its answer: the background phase, where hangs hide."""
+PROTOCOL: Final = "#6c7a89"
+"""What a protocol toxic read on a connection (the fault's own doings are in FAULT)."""
+PROTOCOL_LANES: Final = 12
+"""Connections drawn in the picture (those where a toxic acted first); the table has all."""
+PROTOCOL_ROWS: Final = 300
 _LIGHT_FILLS: Final = frozenset({FAULT, BACKGROUND, STATE_COLOURS["cancelled"]})
 """Fills too light for white text on them."""
 
@@ -408,6 +430,64 @@ def _fault_lanes(svg: _Svg, faults: tuple[FaultSpan, ...]) -> None:
             )
 
 
+def _protocol_lanes(svg: _Svg, marks: tuple[ProtocolMark, ...]) -> None:
+    svg.group("protocol")
+    lanes: dict[tuple[str, int], list[ProtocolMark]] = {}
+    for mark in marks:
+        lanes.setdefault((mark.proxy, mark.connection), []).append(mark)
+    acted = sorted(lanes, key=lambda lane: (not any(m.injected for m in lanes[lane]), lane))
+    for proxy, connection in sorted(acted[:PROTOCOL_LANES]):
+        name = f"{proxy} connection {connection}"
+        top = svg.lane("protocol", name)
+        for mark in lanes[(proxy, connection)]:
+            end = mark.until if mark.until is not None and mark.until > mark.at else None
+            text = mark.text if mark.repeats == 1 else f"{mark.text} (\u00d7{mark.repeats})"
+            svg.bar(
+                classes="bar protocol" + (" injected" if mark.injected else ""),
+                attrs={"lane": "protocol", "proxy": proxy, "label": text},
+                tooltip=f"{name} at {_s(mark.at)}: {text}",
+                top=top,
+                segments=[
+                    (
+                        mark.at,
+                        end if end is not None else mark.at,
+                        FAULT if mark.injected else PROTOCOL,
+                    )
+                ],
+                text=text if mark.injected else "",
+            )
+    if len(acted) > PROTOCOL_LANES:
+        svg.parts.append(
+            f'<text class="empty" x="{_PLOT_LEFT}" y="{_f(svg.y + 14)}">'
+            f"{len(acted) - PROTOCOL_LANES} more connection(s) in the table below</text>"
+        )
+        svg.y += _LANE
+
+
+def _protocol_table(timeline: Timeline) -> str:
+    if not timeline.protocol:
+        return ""
+    rows = []
+    for mark in timeline.protocol[:PROTOCOL_ROWS]:
+        times = _s(mark.at)
+        if mark.repeats > 1 and mark.until is not None:
+            times += f" \u2013 {_s(mark.until)}"
+        text = mark.text if mark.repeats == 1 else f"{mark.text} (\u00d7{mark.repeats})"
+        rows.append(
+            f'<tr class="protocol{" injected" if mark.injected else ""}">'
+            f'<td>{_e(mark.proxy)}</td><td class="num">{mark.connection}</td>'
+            f'<td class="num">{times}</td><td>{"injected" if mark.injected else ""}</td>'
+            f"<td>{_e(text)}</td></tr>"
+        )
+    more = len(timeline.protocol) - PROTOCOL_ROWS
+    tail = f'<p class="empty">... and {more} more.</p>' if more > 0 else ""
+    return (
+        "<h2>Protocol events</h2>\n"
+        '<table class="protocol"><thead><tr><th>proxy</th><th>connection</th><th>time</th>'
+        f"<th></th><th>event</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{tail}\n"
+    )
+
+
 def _stall_lane(svg: _Svg, stalls: tuple[StallSpan, ...]) -> None:
     svg.group("loop stalls")
     top = svg.lane("stall", "event loop blocked")
@@ -493,6 +573,8 @@ def _svg(timeline: Timeline) -> str:
     svg.y = axis_y + 4
     if timeline.faults:
         _fault_lanes(svg, timeline.faults)
+    if timeline.protocol:
+        _protocol_lanes(svg, timeline.protocol)
     if timeline.stalls:
         _stall_lane(svg, timeline.stalls)
     if timeline.requests:
@@ -586,7 +668,7 @@ def _chains(timeline: Timeline) -> str:
 
 def _legend() -> str:
     entries = [(state, colour) for state, colour in STATE_COLOURS.items()] + [
-        ("fault active", FAULT),
+        ("fault active (or what a protocol toxic did)", FAULT),
         ("loop stall", STALL),
         ("request until answered", ANSWERING),
         ("request after the answer", BACKGROUND),
@@ -627,7 +709,7 @@ _CSS: Final = (
     "table{border-collapse:collapse;font-size:13px;width:100%}"
     "th,td{border-bottom:1px solid #e1e5eb;padding:4px 8px;text-align:left;vertical-align:top}"
     "th{background:#f3f5f8}td.num{text-align:right;white-space:nowrap}"
-    "tr.pending td{background:#fdecea}"
+    "tr.pending td{background:#fdecea}tr.protocol.injected td{background:#fdf3e1}"
     ".state{padding:1px 6px;border-radius:3px;color:#fff;white-space:nowrap}"
     + "".join(
         f".state.{state}{{background:{colour}{';color:#1d232b' if colour in _LIGHT_FILLS else ''}}}"
@@ -652,7 +734,8 @@ def render_timeline(timeline: Timeline) -> str:
         f"<title>timeline: {_e(timeline.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f'<h1>{_e(timeline.title)}</h1>\n{scenario}\n<div class="summary" role="alert">'
         f"{_e(timeline.summary)}</div>\n{_legend()}\n<figure>{_svg(timeline)}</figure>\n"
-        f"<h2>Tasks</h2>\n{_task_table(timeline)}\n{_chains(timeline)}\n</body>\n</html>\n"
+        f"<h2>Tasks</h2>\n{_task_table(timeline)}\n{_chains(timeline)}\n"
+        f"{_protocol_table(timeline)}</body>\n</html>\n"
     )
 
 

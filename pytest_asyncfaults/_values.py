@@ -7,7 +7,10 @@ of seconds that bounds a wait, a name that ends up in a URL path, a piece of
 text, a file to read. Each kind is checked here, once, so that a value that
 one door refuses is refused by every other, with the same words: the field
 as the user wrote it, the value (shortened: a 10 MB name or an integer of
-5000 digits is not printed whole), and what is allowed.
+5000 digits is not printed whole), and what is allowed. A toxic's attributes
+are each of a ``Kind`` its toxic declares once (``WholeNumber``, ``Text``,
+``OneOf``, ``Regex``): the validator checks against it, and ``serve``'s
+``/openapi.json`` describes it.
 
 Why the bounds are where they are:
 
@@ -33,7 +36,7 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from ._exceptions import InvalidError
 
@@ -235,20 +238,29 @@ def choice(field: str, value: object, options: tuple[str, ...]) -> str:
 # -- the kinds of a toxic's attributes -----------------------------------------------------
 
 
+AttributeValue = int | str
+"""What a toxic's attribute holds: a whole number (Toxiproxy's toxics), or text (a
+protocol toxic's SQLSTATE, regex, SMTP command...)."""
+
+
 class Kind(Protocol):
     """What one attribute of a toxic holds: how it is checked, its default, its words."""
 
     @property
-    def default(self) -> int | str:
+    def default(self) -> AttributeValue:
         """The value of an attribute left out (0, as Toxiproxy, for a number)."""
         ...
 
-    def check(self, field: str, value: object) -> int | str:
+    def check(self, field: str, value: object) -> AttributeValue:
         """The value, checked; ``InvalidError`` naming ``field`` otherwise."""
         ...
 
     def describe(self) -> str:
         """What is allowed, for "expected ..." ("a whole number of ms >= 0")."""
+        ...
+
+    def schema(self) -> dict[str, Any]:
+        """The same, as JSON Schema (``asyncfaults serve``'s ``/openapi.json``)."""
         ...
 
 
@@ -261,12 +273,30 @@ class WholeNumber:
     minimum: int = 0
     maximum: int = INT64_MAX
     default: int = 0
+    what: str = ""
+    """What is allowed, in words, when a range alone does not say it (an SMTP reply
+    code, ``0`` or ``1`` for a switch): then every mistake is told with these words."""
 
     def check(self, field: str, value: object) -> int:
-        return integer(field, value, minimum=self.minimum, maximum=self.maximum)
+        if not self.what:
+            return integer(field, value, minimum=self.minimum, maximum=self.maximum)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(field, value, self.what)
+        if not self.minimum <= value <= self.maximum:
+            raise invalid(field, value, self.what)
+        return value
 
     def describe(self) -> str:
-        return f"a whole number >= {self.minimum}"
+        return self.what or f"a whole number >= {self.minimum}"
+
+    def schema(self) -> dict[str, Any]:
+        words = self.what or (self.unit and f"in {self.unit}")
+        return {
+            "type": "integer",
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            **({"description": words} if words else {}),
+        }
 
 
 @final
@@ -282,13 +312,81 @@ class Text:
     default: str = ""
 
     def check(self, field: str, value: object) -> str:
-        checked = text(field, value, max_length=self.max_length, allowed=self.what)
-        if self.pattern is not None and not re.fullmatch(self.pattern, checked):
+        if self.pattern is None:
+            return text(field, value, max_length=self.max_length, allowed=self.what)
+        # A pattern says all that is allowed, in ``what``: every mistake is told in its words.
+        if (
+            not isinstance(value, str)
+            or len(value) > self.max_length
+            or "\x00" in value
+            or not re.fullmatch(self.pattern, value)
+        ):
             raise invalid(field, value, self.what)
-        return checked
+        return value
 
     def describe(self) -> str:
         return self.what
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "maxLength": self.max_length}
+        if self.pattern is not None:
+            out["pattern"] = f"^(?:{self.pattern})$"
+        return {**out, "description": self.what}
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """A text attribute naming one of a few things (an SMTP command, a login's action)."""
+
+    options: tuple[str, ...]
+    default: str = ""
+    """The value left out; ``""`` (none of the options) when the toxic needs it given,
+    which its ``Stage.check`` then says."""
+
+    def check(self, field: str, value: object) -> str:
+        return choice(field, value, self.options)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(repr, self.options))
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.options)}
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Regex:
+    """A regular expression (Python's ``re``), checked to compile when it is given, not
+    when the first statement meets it in the engine's thread."""
+
+    max_length: int = TEXT_MAX
+    default: str = ""
+
+    def check(self, field: str, value: object) -> str:
+        checked = text(field, value, max_length=self.max_length, allowed=self.describe())
+        try:
+            re.compile(checked)
+        except re.error as exc:
+            raise out_of_range(field, value, f"the regex does not compile ({exc})") from None
+        return checked
+
+    def describe(self) -> str:
+        return "a regular expression (Python's re)"
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "maxLength": self.max_length,
+            "format": "regex",
+            "description": "Python's re, searched in the text",
+        }
+
+
+def takes_text(kind: Kind) -> bool:
+    """Whether an attribute of this kind is text (its default says so): a command line
+    takes its value as written, not as a number."""
+    return isinstance(kind.default, str)
 
 
 MILLISECONDS: Final = WholeNumber("ms")

@@ -23,12 +23,30 @@ from pytest_asyncfaults import Engine
 # of FastAPI on top of the one Starlette the plugin already holds, and its
 # routing would stop matching (307 for every path). Imported here once, it stays.
 
-# Faker's pytest plugin (installed with Litestar, through polyfactory) costs every pytest
-# start a third of a second of imports, and no test here uses it: the pytest runs the
-# tests start (pytester's, the examples') go without it, as this one does (pyproject).
+# Two plugins of the test tools cost every pytest start more than the plugin under test:
+# Faker's (installed with Litestar, through polyfactory: a third of a second of imports)
+# and Hypothesis's (its whole library, over a second; the fuzz tests' @given needs only
+# the library). No test uses either: the pytest runs the tests start (pytester's, the
+# examples') go without them, as this one does (pyproject's addopts).
+_WITHOUT_TOOL_PLUGINS = "-p no:faker -p no:hypothesispytest"
 os.environ["PYTEST_ADDOPTS"] = " ".join(
-    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), "-p no:faker"])
+    filter(None, [os.environ.get("PYTEST_ADDOPTS", ""), _WITHOUT_TOOL_PLUGINS])
 )
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester's own runs, without the two plugins too: pytester drops PYTEST_ADDOPTS.
+
+    Not only for the time: Hypothesis's plugin, imported afresh by an in-process run
+    (pytester forgets the modules a run imported), counts itself "initializing"
+    until the run's session starts. A run that ends before (a usage error, which
+    tests/test_bad_inputs.py makes on purpose) leaves the count up, and every
+    @given test later in the same process then fails on a side-effect warning.
+    """
+    monkeypatch.setenv("PYTEST_ADDOPTS", _WITHOUT_TOOL_PLUGINS)
+    return pytester
+
 
 IO_TIMEOUT = 10.0
 """Every blocking socket in the tests gives up after this many seconds."""

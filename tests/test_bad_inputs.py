@@ -53,6 +53,10 @@ RANGE = r"must be at most 9223372036854775807 \(Toxiproxy's 64-bit range\)"
 NAME = r"expected a name of 1 to 128 letters, digits, '_', '-', '\.' and '~', other than"
 ADDRESS = r'expected "host:port" with a port from 0 to 65535'
 SECONDS_MAX = r"must be at most 604800 seconds \(a bound past that bounds nothing\)"
+SQLSTATE = r"expected a SQLSTATE, 5 characters of 0-9 and A-Z \(e\.g\. 40001"
+SMTP_CODE = r"expected an SMTP reply code from 200 to 599"
+COMMANDS = r"expected one of 'greeting', 'ehlo', 'helo', 'starttls', 'auth', 'mail', 'rcpt'"
+SWITCH = r"expected 0 \(close the connection\) or 1 \(reset it, TCP RST\)"
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,94 @@ PYTHON: dict[str, Case] = {
         toxic("latency", attributes={"x" * 10_000: 1}),
         InvalidError,
         r"\(10000 characters\) is not valid: latency takes latency, jitter",
+    ),
+    "pg_error no sqlstate": Case(
+        toxic("pg_error"), InvalidError, rf"^pg_error\.sqlstate='' is not valid: {SQLSTATE}"
+    ),
+    "pg_error sqlstate lower case": Case(
+        toxic("pg_error", attributes={"sqlstate": "40p01"}), InvalidError, SQLSTATE
+    ),
+    "pg_error sqlstate 10**400": Case(
+        toxic("pg_error", attributes={"sqlstate": BIG}),
+        InvalidError,
+        rf"^pg_error\.sqlstate=<an integer of about 401 digits> is not valid: {SQLSTATE}",
+    ),
+    "pg_error match (": Case(
+        toxic("pg_error", attributes={"sqlstate": "40001", "match": "("}),
+        InvalidError,
+        r"^pg_error\.match='\(' is not valid: the regex does not compile \(missing \)",
+    ),
+    "pg_error match 10 MB": Case(
+        toxic("pg_error", attributes={"sqlstate": "40001", "match": "a" * 10_000_000}),
+        InvalidError,
+        r"\(10000000 characters\) is not valid: .* at most 4096 characters$",
+    ),
+    "pg_error message NUL": Case(
+        toxic("pg_error", attributes={"sqlstate": "40001", "message": "a\x00b"}),
+        InvalidError,
+        "expected an error message without NUL",
+    ),
+    "pg_login action drop": Case(
+        toxic("pg_login", attributes={"action": "drop"}),
+        InvalidError,
+        r"^pg_login\.action='drop' is not valid: expected one of 'hold', 'delay', 'refuse'$",
+    ),
+    "pg_login delay without its ms": Case(
+        toxic("pg_login", attributes={"action": "delay"}),
+        InvalidError,
+        r"^pg_login\.delay=0 is not valid: with action='delay', give the delay in ms",
+    ),
+    "pg_login sqlstate 5300": Case(
+        toxic("pg_login", attributes={"action": "refuse", "sqlstate": "5300"}),
+        InvalidError,
+        SQLSTATE + r".*, or '' for 53300 too_many_connections$",
+    ),
+    "pg_cut reset 2": Case(toxic("pg_cut", attributes={"reset": 2}), InvalidError, SWITCH),
+    "pg_cut reset True": Case(toxic("pg_cut", attributes={"reset": True}), InvalidError, SWITCH),
+    "pg_cut after_rows 2**63": Case(
+        toxic("pg_cut", attributes={"after_rows": INT64}), InvalidError, RANGE
+    ),
+    "pg_delay delay -1": Case(
+        toxic("pg_delay", attributes={"delay": -1}), InvalidError, "must be >= 0"
+    ),
+    "smtp_reply no command": Case(
+        toxic("smtp_reply", attributes={"code": 451}),
+        InvalidError,
+        rf"^smtp_reply\.command='' is not valid: {COMMANDS}",
+    ),
+    "smtp_reply no code": Case(
+        toxic("smtp_reply", attributes={"command": "rcpt"}),
+        InvalidError,
+        rf"^smtp_reply\.code=0 is not valid: {SMTP_CODE}",
+    ),
+    "smtp_reply code 600": Case(
+        toxic("smtp_reply", attributes={"command": "rcpt", "code": 600}), InvalidError, SMTP_CODE
+    ),
+    "smtp_reply code 354": Case(
+        toxic("smtp_reply", attributes={"command": "data", "code": 354}),
+        InvalidError,
+        r"^smtp_reply\.code=354 is not valid: a 3xx reply asks the client for more",
+    ),
+    "smtp_reply starttls 220": Case(
+        toxic("smtp_reply", attributes={"command": "starttls", "code": 220}),
+        InvalidError,
+        r"with command='starttls', the client would start TLS",
+    ),
+    "smtp_reply text CRLF": Case(
+        toxic("smtp_reply", attributes={"command": "rcpt", "code": 550, "text": "a\r\nb"}),
+        InvalidError,
+        r"^smtp_reply\.text='a\\r\\nb' is not valid: expected one line of text",
+    ),
+    "smtp_reply command RCPT": Case(
+        toxic("smtp_reply", attributes={"command": "RCPT", "code": 550}), InvalidError, COMMANDS
+    ),
+    "smtp_delay command None": Case(
+        toxic("smtp_delay", attributes={"command": None}), InvalidError, COMMANDS
+    ),
+    "smtp_cut after body": Case(
+        toxic("smtp_cut", attributes={"after": "body"}),
+        InvalidError,
+        rf"^smtp_cut\.after='body' is not valid: {COMMANDS}",
     ),
     "toxicity nan": Case(toxic("noop", toxicity=float("nan")), InvalidError, "0.0 to 1.0"),
     "toxicity inf": Case(toxic("noop", toxicity=float("inf")), InvalidError, "0.0 to 1.0"),
@@ -289,6 +381,25 @@ SCENARIOS: dict[str, tuple[str | bytes, str]] = {
     ),
     "steps out of order": ("[[steps]]\nat = 5\n[[steps]]\nat = 5\n", "after the step before"),
     "attribute text": (FAULT + 'attributes = { latency = "5" }\n', "expected a whole number"),
+    "pg_error sqlstate a number": (
+        '[[faults]]\nproxy = "db"\ntoxic = "pg_error"\nattributes = { sqlstate = 40001 }\n',
+        rf"faults\[0\]\.attributes\.sqlstate=40001 is not valid: {SQLSTATE}.*"
+        r"\(pg_error's sqlstate\)$",
+    ),
+    "pg_error match (": (
+        '[[faults]]\nproxy = "db"\ntoxic = "pg_error"\n'
+        'attributes = { sqlstate = "40001", match = "(" }\n',
+        r"faults\[0\]\.attributes\.match='\(' is not valid: the regex does not compile",
+    ),
+    "smtp_reply code 354": (
+        '[[faults]]\nproxy = "mail"\ntoxic = "smtp_reply"\n'
+        'attributes = { command = "data", code = 354 }\n',
+        r"faults\[0\]: smtp_reply\.code=354 is not valid: a 3xx reply",
+    ),
+    "smtp_cut reset a word": (
+        '[[faults]]\nproxy = "mail"\ntoxic = "smtp_cut"\nattributes = { reset = "yes" }\n',
+        r"faults\[0\]\.attributes\.reset='yes' is not valid: expected 0 \(close the connection\)",
+    ),
 }
 
 
@@ -357,6 +468,11 @@ INLINE: dict[str, str] = {
     "p:latency:latency": "expected key=value",
     "p:latency:stream=sideways": "'upstream'",
     "p:latency:latency=٣": "expected a whole number",
+    "p:pg_error:sqlstate=4000": rf"^--toxic=.*: .*\.sqlstate='4000' is not valid: {SQLSTATE}",
+    "p:pg_error:sqlstate=40001,match='(a,b'": "the regex does not compile",
+    "p:pg_error:sqlstate=40001,message='a": r"is not valid: a quote \('\) is not closed$",
+    "p:smtp_reply:command=rcpt,code=3xx": SMTP_CODE,
+    "p:smtp_cut:after=data,reset=2": SWITCH,
 }
 
 
@@ -617,6 +733,34 @@ HTTP: dict[str, tuple[str, str, object, int, str]] = {
         {"type": "noop", "start_after": "x"},
         400,
         "expected an integer",
+    ),
+    "toxic: pg_error sqlstate": (
+        "POST",
+        "/proxies/p/toxics",
+        {"type": "pg_error", "attributes": {"sqlstate": "4000"}},
+        400,
+        r"^pg_error\.sqlstate='4000' is not valid: " + SQLSTATE,
+    ),
+    "toxic: pg_hang match": (
+        "POST",
+        "/proxies/p/toxics",
+        {"type": "pg_hang", "attributes": {"match": "[a-"}},
+        400,
+        "the regex does not compile",
+    ),
+    "toxic: smtp_reply code 600": (
+        "POST",
+        "/proxies/p/toxics",
+        {"type": "smtp_reply", "attributes": {"command": "rcpt", "code": 600}},
+        400,
+        SMTP_CODE,
+    ),
+    "toxic: smtp_delay command": (
+        "POST",
+        "/proxies/p/toxics",
+        {"type": "smtp_delay", "attributes": {"command": ["mail"], "delay": 5}},
+        400,
+        COMMANDS,
     ),
     "toxic: attributes list": (
         "POST",

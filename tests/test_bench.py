@@ -80,6 +80,21 @@ def test_scale_bench_settles_and_reports_many_tasks() -> None:
     }
 
 
+def test_protocol_bench_separates_the_readers_from_the_engine() -> None:
+    report = quick_run("protocol.py")
+    assert set(report["rtt_p50_ms"]) == {
+        "direct_raw",
+        "direct_pg",
+        "engine_raw",
+        "engine_pg",
+        "engine_noop",
+        "engine_reader",
+    }
+    assert report["engine_added_rtt_p50_ms"] > 0
+    assert set(report["of_which"]) == {"tracker_ms", "toxic_readers_ms"}
+    assert report["targets"]["protocol_share_of_engine_added"]["target"] == 0.2
+
+
 def test_overhead_bench_times_each_suite_per_test() -> None:
     report = quick_run("overhead.py")
     assert set(report["median_ms_per_test"]) == {"plain", "app_client", "app_client_faults"}

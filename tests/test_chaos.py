@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["pytester"]
 
-ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
+ALL_TYPES = (
+    "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop, "
+    "pg_login, pg_error, pg_delay, pg_hang, pg_cut, smtp_reply, smtp_delay, smtp_cut"
+)
 
 ASYNCIO = "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
 INI = (

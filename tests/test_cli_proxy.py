@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import IO_TIMEOUT, Peer, connect, recv_exactly
@@ -60,6 +62,40 @@ def test_a_latency_on_a_standalone_proxy_until_interrupted(echo_server: Peer) ->
     assert "db: 1 accepted, " in out  # (open: 0 or 1, as the close may still be under way)
     assert ", 4 bytes up, 4 bytes down" in out
     assert "{'latency_downstream': 1}" in out
+
+
+def test_a_protocol_toxic_answers_and_the_end_says_what_it_did(
+    peer_factory: Callable[[Callable[[socket.socket], None]], Peer],
+) -> None:
+    def smtp(conn: socket.socket) -> None:
+        conn.sendall(b"220 mail.example.com ESMTP\r\n")
+        reader = conn.makefile("rb")
+        while line := reader.readline():
+            conn.sendall(b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 OK\r\n")
+
+    peer = peer_factory(smtp)
+    toxic = "smtp:smtp_reply:command=rcpt,code=550,text='5.1.1 No such user, sorry'"
+    process = start("--proxy", f"smtp={peer.address}", "--toxic", toxic)
+    try:
+        lines = read_until_running(process)
+        assert (
+            lines[1]
+            == "fault smtp: smtp_reply command=rcpt code=550 text='5.1.1 No such user, sorry'"
+        )
+        with connect(lines[0].split()[3]) as sock:
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"220")
+            sock.sendall(b"MAIL FROM:<a@example.com>\r\n")
+            assert reader.readline() == b"250 OK\r\n"
+            sock.sendall(b"RCPT TO:<b@example.com>\r\n")
+            assert reader.readline() == b"550 5.1.1 No such user, sorry\r\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=RUN_BOUND)
+    finally:
+        process.kill()
+        process.wait(RUN_BOUND)
+    assert process.returncode == 0, err
+    assert "smtp: connection 1: injected reply to RCPT: 550 5.1.1 No such user, sorry" in out, out
 
 
 def test_a_fixed_listen_port_and_a_timed_scenario(echo_server: Peer, tmp_path: Path) -> None:

@@ -129,6 +129,11 @@ async def test_bad_input_fails_before_the_block(proxy: Proxy) -> None:
         proxy.latency(5, stream="sideways")
     with pytest.raises(InvalidError, match="bandwidth attribute 'speed' is not valid"):
         proxy.toxic("bandwidth", speed=1)
+    with pytest.raises(InvalidError, match=r"^pg_cut\.reset='yes' is not valid: expected 0"):
+        proxy.pg_cut(reset="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidError, match=r"^smtp_cut\.reset=2 is not valid: expected 0"):
+        proxy.smtp_cut(reset=2)  # type: ignore[arg-type]
+    assert proxy.smtp_cut(reset=True).spec.attributes["reset"] == 1
     assert await proxy.toxics() == ()
 
 

@@ -63,6 +63,28 @@ NASTY_FLOATS = st.sampled_from([0.5, -0.0, 1e300, float("inf"), float("-inf"), f
 NASTY_TEXT = st.sampled_from(
     ["", ".", "..", "a/b", "a\\b", "a\x00b", "x" * 5000, "é", "1" * 5000, "[::1", "0.0.0.0:0"]
 )
+PROTOCOL_TEXT = st.sampled_from(
+    [
+        "40001",
+        "57P01",
+        "4000",
+        "40p01",
+        "^INSERT INTO uploads",
+        "(",
+        "[a-",
+        "(?i)select",
+        "rcpt",
+        "RCPT",
+        "end_of_data",
+        "greeting",
+        "hold",
+        "refuse",
+        "a\r\nb",
+        "'a,b'",
+        '"',
+    ]
+)
+"""What the protocol toxics' text attributes see: SQLSTATEs, regexes, SMTP commands."""
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -73,7 +95,12 @@ SCALARS = st.one_of(
     st.text(max_size=20),
     NASTY_TEXT,
     st.sampled_from([*TOXIC_TYPES, "upstream", "downstream", "1+", "2-4"]),
+    PROTOCOL_TEXT,
 )
+ATTRIBUTE_NAMES = sorted(
+    {name for stage in TOXIC_TYPES.values() for name in stage.attribute_names} | {"x"}
+)
+"""Every toxic's attributes (Toxiproxy's and the protocol toxics'), and one of none."""
 JSON_LIKE = st.recursive(
     SCALARS,
     lambda children: st.one_of(
@@ -92,9 +119,9 @@ def fault_tables() -> st.SearchStrategy[dict[str, Any]]:
             "toxic": st.one_of(st.sampled_from(list(TOXIC_TYPES)), JSON_LIKE),
             "attributes": st.one_of(
                 st.dictionaries(
-                    st.sampled_from(["latency", "jitter", "rate", "timeout", "delay", "x"]),
-                    st.one_of(NASTY_INTS, SCALARS),
-                    max_size=3,
+                    st.sampled_from(ATTRIBUTE_NAMES),
+                    st.one_of(NASTY_INTS, SCALARS, st.integers(0, 600), PROTOCOL_TEXT),
+                    max_size=4,
                 ),
                 JSON_LIKE,
             ),
@@ -172,6 +199,10 @@ TOML_TEXT = st.one_of(
                 'proxy = "db"\n',
                 'toxic = "latency"\n',
                 "attributes = { latency = 99999999999999999999 }\n",
+                'toxic = "pg_error"\n',
+                'toxic = "smtp_reply"\n',
+                'attributes = { sqlstate = "40001", match = "(" }\n',
+                'attributes = { command = "rcpt", code = 354, text = "a\\r\\nb" }\n',
                 "start_after = -1\n",
                 "[[steps]]\n",
                 "at = 5\n",
@@ -244,21 +275,12 @@ INLINE = st.one_of(
         st.sampled_from([*TOXIC_TYPES, "nope", ""]),
         st.lists(
             st.tuples(
-                st.sampled_from(
-                    [
-                        "latency",
-                        "jitter",
-                        "rate",
-                        "toxicity",
-                        "connections",
-                        "duration",
-                        "name",
-                        "x",
-                    ]
-                ),
+                st.sampled_from([*ATTRIBUTE_NAMES, "toxicity", "connections", "duration", "name"]),
                 st.one_of(
                     st.sampled_from(["1", "-1", "1e400", "nan", "9" * 30, "9" * 5000, "..", ""]),
                     st.text(max_size=8),
+                    PROTOCOL_TEXT,
+                    st.sampled_from(["'^INSERT INTO t (a, b)'", "'unclosed", '"("', "451"]),
                 ),
             ),
             max_size=3,
@@ -294,8 +316,12 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
 def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values shaped by a schema most of the time, anything JSON some of the time."""
     kind = schema.get("type")
-    if "enum" in schema:
-        shaped: st.SearchStrategy[Any] = st.sampled_from(schema["enum"])
+    if "oneOf" in schema or "anyOf" in schema:
+        shaped: st.SearchStrategy[Any] = st.one_of(
+            [from_schema(one) for one in schema.get("oneOf") or schema["anyOf"]]
+        )
+    elif "enum" in schema:
+        shaped = st.sampled_from(schema["enum"])
     elif kind == "object":
         properties = schema.get("properties", {})
         required = schema.get("required", [])
@@ -308,11 +334,16 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     elif kind == "array":
         shaped = st.lists(from_schema(schema.get("items", {})), max_size=3)
     elif kind == "integer":
-        shaped = st.one_of(st.integers(0, 10_000), NASTY_INTS)
+        low, high = schema.get("minimum", 0), schema.get("maximum", 10_000)
+        shaped = st.one_of(st.integers(low, min(high, low + 10_000)), NASTY_INTS)
     elif kind == "number":
         shaped = st.one_of(st.floats(0, 1), NASTY_FLOATS)
     elif kind == "boolean":
         shaped = st.booleans()
+    elif kind == "string" and "pattern" in schema:  # a SQLSTATE, an SMTP reply's line
+        shaped = st.from_regex(schema["pattern"], fullmatch=True)
+    elif kind == "string" and schema.get("format") == "regex":
+        shaped = st.one_of(PROTOCOL_TEXT, st.text(alphabet="^$.*+?()[]{}|\\a-z", max_size=8))
     elif kind == "string":
         shaped = st.one_of(
             st.sampled_from(["p", "held", "127.0.0.1:0", "127.0.0.1:9", "0.0.0.0:0", "[::]:0"]),
@@ -412,6 +443,27 @@ def test_every_route_is_described() -> None:
     """What the fuzzer does not know it cannot try: the description names every route."""
     document, served = asyncio.run(_described_and_served())
     assert served == {(method, path) for method, path, _ in operations(document)}
+
+
+def test_every_toxic_type_and_its_attributes_are_described() -> None:
+    """A new toxic's body is described per type, each attribute as its kind is checked: the
+    fuzzer sends SQLSTATEs, SMTP commands and codes, not only whole numbers."""
+    document, _ = asyncio.run(_described_and_served())
+    assert ("GET", "/proxies/{proxy}/events") in {
+        (method, path) for method, path, _ in operations(document)
+    }
+    body = document["paths"]["/proxies/{proxy}/toxics"]["post"]["requestBody"]
+    described = {
+        one["properties"]["type"]["enum"][0]: one["properties"]["attributes"]
+        for one in body["content"]["application/json"]["schema"]["oneOf"]
+    }
+    assert list(described) == list(TOXIC_TYPES)
+    for name, stage in TOXIC_TYPES.items():
+        assert list(described[name]["properties"]) == list(stage.attribute_names), name
+    assert described["pg_error"]["properties"]["sqlstate"]["pattern"] == "^(?:[0-9A-Z]{5})$"
+    assert described["smtp_reply"]["properties"]["code"]["minimum"] == 200
+    assert "rcpt" in described["smtp_cut"]["properties"]["after"]["enum"]
+    assert described["latency"]["properties"]["latency"]["maximum"] == 2**63 - 1
 
 
 async def _described_and_served() -> tuple[dict[str, Any], set[tuple[str, str]]]:

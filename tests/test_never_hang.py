@@ -57,7 +57,7 @@ def test_a_task_that_swallows_every_cancel_is_reported_once_and_left_behind(
     # (counted in the failure itself: with CI set, pytest's summary repeats it whole)
     failures = result.stdout.str().split("short test summary info")[0]
     assert failures.count("it swallows CancelledError") == 1
-    assert took < 1.0 + CANCEL_BOUND + SLACK, f"the run took {took:.1f} s"
+    assert took < 1.0 + CANCEL_BOUND + 2 * SLACK, f"the run took {took:.1f} s"
     assert_each_failed_within(pytester, 1.0)
 
 

@@ -137,7 +137,7 @@ def test_the_engine_core_is_internal() -> None:
     assert "FaultCore" not in pytest_asyncfaults.__all__
 
 
-def test_toxic_types_are_toxiproxys() -> None:
+def test_toxic_types_are_toxiproxys_and_the_protocol_ones() -> None:
     assert set(pytest_asyncfaults.TOXIC_TYPES) == {
         "latency",
         "bandwidth",
@@ -147,6 +147,14 @@ def test_toxic_types_are_toxiproxys() -> None:
         "slicer",
         "limit_data",
         "noop",
+        "pg_login",
+        "pg_error",
+        "pg_delay",
+        "pg_hang",
+        "pg_cut",
+        "smtp_reply",
+        "smtp_delay",
+        "smtp_cut",
     }
 
 

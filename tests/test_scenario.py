@@ -33,7 +33,10 @@ from pytest_asyncfaults._scenario._judge import (
 from pytest_asyncfaults._scenario._toml import load_scenario, load_scenarios
 from pytest_asyncfaults._tasks._outcome import State
 
-ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
+ALL_TYPES = (
+    "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop, "
+    "pg_login, pg_error, pg_delay, pg_hang, pg_cut, smtp_reply, smtp_delay, smtp_cut"
+)
 FAULT_KEYS = "proxy, toxic, attributes, stream, toxicity, connections, start_after, duration, name"
 EXPECT_KEYS = "settle, outcome, exception, logged, cleaned_up, no_leaks, max_stall_ms"
 MS = "a whole number of milliseconds >= 0"
@@ -618,6 +621,79 @@ def test_a_bad_inline_fault_says_what_is_allowed(text: str, message: str) -> Non
     with pytest.raises(ScenarioError) as raised:
         parse_inline_toxic(text)
     assert str(raised.value) == message
+
+
+def test_a_protocol_toxic_in_a_file_keeps_its_strings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[faults]]
+        proxy = "postgres"
+        toxic = "pg_error"
+        attributes = { sqlstate = "40001", match = "^INSERT INTO uploads", nth = 2 }
+        """,
+    )
+    (toxic,) = load_scenario(path).toxics
+    assert dict(toxic.spec.attributes) == {
+        "sqlstate": "40001",
+        "message": "",
+        "match": "^INSERT INTO uploads",
+        "nth": 2,
+    }
+    assert (
+        toxic.describe() == "postgres: pg_error sqlstate=40001 match='^INSERT INTO uploads' nth=2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        (
+            "{ sqlstate = 40001 }",
+            "faults[0].attributes.sqlstate=40001 is not valid: expected a SQLSTATE, 5 "
+            "characters of 0-9 and A-Z",
+        ),
+        (
+            '{ sqlstate = "40001", match = "(" }',
+            "faults[0].attributes.match='(' is not valid: the regex does not compile",
+        ),
+        (
+            '{ sqlstate = "4000" }',
+            "faults[0].attributes.sqlstate='4000' is not valid: expected a SQLSTATE",
+        ),
+    ],
+)
+def test_a_protocol_toxics_mistake_names_the_key_in_the_file(
+    tmp_path: Path, attributes: str, message: str
+) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        [[faults]]
+        proxy = "postgres"
+        toxic = "pg_error"
+        attributes = {attributes}
+        """,
+    )
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(path)
+    assert str(raised.value).startswith(f"{path}: {message}")
+
+
+def test_an_inline_protocol_toxic_keeps_strings_and_quoted_commas() -> None:
+    toxic = parse_inline_toxic(
+        "postgres:pg_error:sqlstate=40001,match='^INSERT INTO t (a, b)',nth=3"
+    )
+    assert dict(toxic.spec.attributes) == {
+        "sqlstate": "40001",  # a string, though it looks like a number
+        "message": "",
+        "match": "^INSERT INTO t (a, b)",
+        "nth": 3,
+    }
+    greylist = parse_inline_toxic('smtp:smtp_reply:command=rcpt,code=451,text="4.7.1 Try later"')
+    assert dict(greylist.spec.attributes)["text"] == "4.7.1 Try later"
+    with pytest.raises(ScenarioError, match="is not closed"):
+        parse_inline_toxic("postgres:pg_error:sqlstate=40001,match='^INSERT")
 
 
 def test_an_inline_scenario_refuses_two_faults_of_one_name() -> None:

@@ -378,7 +378,53 @@ async def test_stats_extension(client: httpx.AsyncClient, echo_server: Peer) -> 
         "bytes_downstream",
         "upstream_errors",
         "toxics_hit",
+        "phases",
     }
+    assert stats["phases"] == {}  # no protocol toxic reads these connections
+
+
+@pytest.mark.asyncio
+async def test_protocol_toxics_over_the_api_with_their_events(
+    client: httpx.AsyncClient, echo_server: Peer
+) -> None:
+    """The extra types: added, listed and validated like Toxiproxy's own; what they did is
+    at ``/proxies/{name}/events``."""
+    proxy = await make_proxy(client, "pg", echo_server.address)
+    bad = await client.post(
+        "/proxies/pg/toxics", json={"type": "pg_login", "attributes": {"sqlstate": "53"}}
+    )
+    assert error_of(bad, 400).startswith("pg_login.sqlstate='53' is not valid: expected a SQLSTATE")
+    added = await client.post(
+        "/proxies/pg/toxics",
+        json={"type": "pg_login", "attributes": {"action": "refuse", "sqlstate": "57P03"}},
+    )
+    assert added.status_code == 200, added.text
+    assert added.json()["attributes"] == {
+        "action": "refuse",
+        "delay": 0,
+        "sqlstate": "57P03",
+        "message": "",
+    }
+    params = (196608).to_bytes(4, "big") + b"user\0app\0\0"
+    startup = (len(params) + 4).to_bytes(4, "big") + params
+
+    def refused() -> bytes:
+        with connect(proxy["listen"]) as sock:
+            sock.sendall(startup)
+            answer = b""
+            while data := sock.recv(4096):
+                answer += data
+            return answer
+
+    answer = await asyncio.to_thread(refused)
+    assert b"C57P03\0Mthe database system is starting up\0" in answer
+    events = (await client.get("/proxies/pg/events")).json()
+    assert [(e["connection"], e["text"], e["injected"]) for e in events] == [
+        (1, "startup: user app, database app", False),
+        (1, "login refused: FATAL 57P03 (cannot_connect_now)", True),
+    ]
+    missing = await client.get("/proxies/nope/events")
+    assert error_of(missing, 404) == "proxy 'nope' not found"
 
 
 def test_loopback_hosts() -> None:

@@ -17,10 +17,13 @@ from pytest_asyncfaults import (
 )
 from pytest_asyncfaults._address import parse_address
 from pytest_asyncfaults._scenario._toml import load_scenario
-from pytest_asyncfaults._toxics import TOXIC_TYPES, Slicer
+from pytest_asyncfaults._toxics import TOXIPROXY_TYPES, Slicer
 from pytest_asyncfaults._toxics._spec import update_toxic
 
-ALL_TYPES = "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop"
+ALL_TYPES = (
+    "latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop, "
+    "pg_login, pg_error, pg_delay, pg_hang, pg_cut, smtp_reply, smtp_delay, smtp_cut"
+)
 
 
 def test_invalid_error_is_a_value_error() -> None:
@@ -209,7 +212,7 @@ def test_a_toxics_own_rule_is_its_stages_check() -> None:
     with pytest.raises(InvalidError, match=re.escape("slicer.size_variation=3 is not valid")):
         Slicer.check({"average_size": 3, "size_variation": 3, "delay": 0})
     Slicer.check({"average_size": 3, "size_variation": 2, "delay": 0})
-    for stage in TOXIC_TYPES.values():
+    for stage in TOXIPROXY_TYPES:
         if stage is not Slicer:
             stage.check(dict.fromkeys(stage.attribute_names, 0))
 

@@ -25,10 +25,12 @@ from pytest_asyncfaults._timeline import (
     BACKGROUND,
     FAULT,
     PENDING,
+    PROTOCOL,
     STALL,
     STATE_COLOURS,
     FaultSpan,
     Mark,
+    ProtocolMark,
     RequestSpan,
     StallSpan,
     TaskSpan,
@@ -344,6 +346,38 @@ def test_fault_bars_in_one_lane_per_proxy() -> None:
     assert smtp.rects()[0][1] == pytest.approx(x_of(doc, 10.0), abs=0.1)
     assert smtp.find_all("polygon", "open-end")
     assert "to still active" in smtp.title()
+
+
+def test_protocol_events_in_a_lane_per_connection_and_a_table() -> None:
+    timeline = Timeline(
+        title="t",
+        summary="s",
+        end=10.0,
+        protocol=(
+            ProtocolMark("postgres", 2, 1.0, "startup: user app, database app"),
+            ProtocolMark("postgres", 2, 1.5, "statement: INSERT INTO uploads <x>", False, 99, 3.5),
+            ProtocolMark(
+                "postgres", 2, 3.6, "injected FATAL 57P01 (admin_shutdown) for statement 100", True
+            ),
+            ProtocolMark("smtp", 1, 5.0, "RCPT TO:<ops@example.com>"),
+        ),
+    )
+    document = render_timeline(timeline)
+    doc = parse(document)
+    lanes = [node.text() for node in doc.find_all("text", "lane-label", lane="protocol")]
+    assert lanes == ["postgres connection 2", "smtp connection 1"]
+    run = doc.one("g", "bar", "protocol", label="statement: INSERT INTO uploads <x> (\u00d799)")
+    ((left, right, fill),) = run.rects()
+    assert fill == PROTOCOL
+    assert left == pytest.approx(x_of(doc, 1.5), abs=0.1)
+    assert right == pytest.approx(x_of(doc, 3.5), abs=0.1)
+    (injected,) = doc.find_all("g", "bar", "protocol", "injected")
+    assert injected.rects()[0][2] == FAULT
+    assert "57P01" in injected.title()
+    rows = doc.one("table", "protocol").find_all("tr", "protocol")
+    assert [row.find_all("td")[1].text() for row in rows] == ["2", "2", "2", "1"]
+    assert "&lt;x&gt;" in document  # what the app sent is text, never markup
+    assert "injected" in rows[2].classes
 
 
 def test_loop_stalls() -> None:

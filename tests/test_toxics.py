@@ -691,7 +691,7 @@ def test_noop_keeps_order_and_stamps() -> None:
 # -- the registry ---------------------------------------------------------------
 
 
-def test_toxic_types_match_toxiproxy() -> None:
+def test_toxic_types_match_toxiproxy_then_the_protocol_toxics() -> None:
     assert {name: cls.attribute_names for name, cls in TOXIC_TYPES.items()} == {
         "latency": ("latency", "jitter"),
         "bandwidth": ("rate",),
@@ -701,6 +701,14 @@ def test_toxic_types_match_toxiproxy() -> None:
         "slicer": ("average_size", "size_variation", "delay"),
         "limit_data": ("bytes",),
         "noop": (),
+        "pg_login": ("action", "delay", "sqlstate", "message"),
+        "pg_error": ("sqlstate", "message", "match", "nth"),
+        "pg_delay": ("delay", "match", "nth"),
+        "pg_hang": ("match", "nth"),
+        "pg_cut": ("after_rows", "match", "nth", "reset"),
+        "smtp_reply": ("command", "code", "text", "nth"),
+        "smtp_delay": ("command", "delay", "nth"),
+        "smtp_cut": ("after", "nth", "reset"),
     }
 
 

@@ -102,6 +102,24 @@ def test_extras_on_a_plain_toxiproxy_are_refused(host: ToxiproxyHost, echo_serve
     host.add_toxic("p", make_toxic("latency"))  # plain toxics still work
 
 
+def test_protocol_toxics_on_a_plain_toxiproxy_are_refused_naming_the_engine(
+    host: ToxiproxyHost, echo_server: Peer
+) -> None:
+    host.create_proxy("p", echo_server.address)
+    host.add_toxic("p", make_toxic("pg_error", attributes={"sqlstate": "40001"}))  # serve: fine
+    assert host.protocol_events("p") == ()
+    host.client.extensions = False  # as a real Toxiproxy would be seen
+    with pytest.raises(InvalidError) as refused:
+        host.add_toxic("p", make_toxic("smtp_reply", attributes={"command": "rcpt", "code": 550}))
+    assert str(refused.value) == (
+        f"type='smtp_reply' is not supported by the Toxiproxy at {host.url}: smtp_reply is a "
+        f"protocol toxic of pytest-asyncfaults' embedded engine (Toxiproxy only knows bytes): "
+        f"use the embedded engine (no --toxiproxy-url) or `asyncfaults serve`"
+    )
+    with pytest.raises(AsyncFaultsError, match="has no protocol toxics"):
+        host.protocol_events("p")
+
+
 @pytest_asyncio.fixture
 async def remote_faults(host: ToxiproxyHost) -> Faults:
     return Faults(host, prefix="t-")

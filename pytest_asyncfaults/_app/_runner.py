@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, final
 
 import httpx
@@ -157,17 +157,10 @@ class AppRunner:
             # gives it (asgi-lifespan's own wrapper would share one dict).
             state = getattr(manager, "_state", None)
             self.transport = (
-                ServerLikeTransport(
-                    self.app, on_request=self._on_request, on_timeout=self._on_timeout, state=state
-                )
+                ServerLikeTransport(self.app, on_timeout=self._on_timeout, state=state)
                 if isinstance(state, dict)
-                else ServerLikeTransport(
-                    manager.app, on_request=self._on_request, on_timeout=self._on_timeout
-                )
+                else ServerLikeTransport(manager.app, on_timeout=self._on_timeout)
             )
-
-    def _on_request(self, request: RequestInfo, task: asyncio.Task[None]) -> None:
-        self.monitor.request_started(request, task)
 
     async def _on_timeout(self, task: asyncio.Task[None], request: RequestInfo, what: str) -> str:
         """A request the client gave up on: the hang report of its task, which is cancelled
@@ -267,12 +260,18 @@ class _LazyTransport(httpx.AsyncBaseTransport):
     def __init__(self, runner: AppRunner) -> None:
         self._runner = runner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_async_request(self, request: httpx.Request) -> Coroutine[Any, Any, httpx.Response]:
+        """The transport's own coroutine once the app is up: no frame of this one's on
+        the path of every request."""
         transport = self._runner.transport
         if transport is None:
-            await self._runner.start()
-            transport = self._runner.transport
-            assert transport is not None
+            return self._start_then(request)
+        return transport.handle_async_request(request)
+
+    async def _start_then(self, request: httpx.Request) -> httpx.Response:
+        await self._runner.start()
+        transport = self._runner.transport
+        assert transport is not None
         return await transport.handle_async_request(request)
 
 

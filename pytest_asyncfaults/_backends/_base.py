@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from .._engine._loop import new_event_loop
-from .._engine._models import ProxyInfo, ProxyStats
+from .._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from .._exceptions import EngineError
 from .._frames import machinery_call
 from .._toxics._spec import ToxicSpec
@@ -51,6 +51,7 @@ class ProxyTarget(Protocol):
     async def proxy_info(self, name: str) -> ProxyInfo: ...
     async def proxies(self) -> dict[str, ProxyInfo]: ...
     async def stats(self, name: str) -> ProxyStats: ...
+    async def protocol_events(self, name: str) -> tuple[ProtocolEvent, ...]: ...
     async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]: ...
     async def toxic(self, proxy: str, name: str) -> ToxicSpec: ...
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec: ...
@@ -242,6 +243,9 @@ class ProxyHost(ABC, Generic[TargetT]):
 
     def stats(self, name: str) -> ProxyStats:
         return self.call(self.target.stats, name)
+
+    def protocol_events(self, name: str) -> tuple[ProtocolEvent, ...]:
+        return self.call(self.target.protocol_events, name)
 
     def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
         return self.call(self.target.add_toxic, proxy, spec)

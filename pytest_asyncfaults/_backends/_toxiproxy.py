@@ -14,15 +14,21 @@ from typing import Any, Final, final
 
 import httpx
 
-from .._engine._models import ProxyInfo, ProxyStats
+from .._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from .._exceptions import (
     AsyncFaultsError,
     EngineError,
     InvalidError,
     error_for_status,
 )
+from .._toxics import PROTOCOL_TOXICS
 from .._toxics._spec import ToxicSpec
-from .._toxiproxy._json import proxy_from_json, stats_from_json, toxic_from_json
+from .._toxiproxy._json import (
+    events_from_json,
+    proxy_from_json,
+    stats_from_json,
+    toxic_from_json,
+)
 from ._base import CALL_TIMEOUT, ProxyHost
 
 CONNECT_TIMEOUT: Final = 2.0
@@ -145,6 +151,14 @@ class ToxiproxyClient:
         data = await self._request("GET", f"/proxies/{name}/stats")
         return stats_from_json(data)
 
+    async def protocol_events(self, name: str) -> tuple[ProtocolEvent, ...]:
+        if not self.extensions:
+            raise AsyncFaultsError(
+                f"Toxiproxy at {self.url} has no protocol toxics, so no protocol events: "
+                f"they need the embedded engine or `asyncfaults serve`"
+            )
+        return events_from_json(await self._request("GET", f"/proxies/{name}/events"))
+
     async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
         data = await self._request("GET", f"/proxies/{proxy}/toxics")
         return tuple(toxic_from_json(toxic) for toxic in data)
@@ -153,6 +167,13 @@ class ToxiproxyClient:
         return toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
+        if spec.type in PROTOCOL_TOXICS and not self.extensions:
+            raise InvalidError(
+                f"type={spec.type!r} is not supported by the Toxiproxy at {self.url}: "
+                f"{spec.type} is a protocol toxic of pytest-asyncfaults' embedded engine "
+                f"(Toxiproxy only knows bytes): use the embedded engine (no "
+                f"--toxiproxy-url) or `asyncfaults serve`"
+            )
         body = spec.to_json()
         extras = sorted(set(body) - {"name", "type", "stream", "toxicity", "attributes"})
         if extras and not self.extensions:

@@ -4,7 +4,8 @@ For poking at an app by hand (or from another tool) with no test around it:
 proxies to the given upstreams, with the faults given on the command line or
 in a scenario file, until interrupted (or for ``--duration`` seconds). The
 proxies' addresses are printed first, one line each, so a script can read
-them; the counters are printed at the end.
+them; the counters are printed at the end, with what the protocol toxics did (a
+login refused, an error given for a statement, a reply given to a command).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TextIO, final
+from typing import Final, TextIO, final
 
 from .._address import format_address, is_loopback, parse_address, parse_pair
 from .._backends._embedded import Engine
@@ -23,6 +24,9 @@ from .._exceptions import AsyncFaultsError, InvalidError
 from .._scenario._inline import scenario_from_options
 from .._toxics._spec import check_name
 from .._values import seconds, spelled
+
+SHOWN_EVENTS: Final = 20
+"""What the protocol toxics did, printed at the end: the latest, per proxy."""
 
 
 @final
@@ -110,6 +114,12 @@ def run_proxy(
                     file=out,
                     flush=True,
                 )
+                done = [event for event in engine.protocol_events(proxy.name) if event.injected]
+                for event in done[-SHOWN_EVENTS:]:
+                    print(
+                        f"{proxy.name}: connection {event.connection}: {event.describe()}",
+                        file=out,
+                    )
     except AsyncFaultsError as exc:
         print(f"asyncfaults proxy: {exc}", file=sys.stderr)
         return 1

@@ -310,6 +310,7 @@ async def _run_app(plan: ReproPlan, app: object, faults: Faults, out: TextIO) ->
     finally:
         client_timeline = None
         if status != EXIT_OK:
+            await run.read_protocol_events()
             client_timeline = _timeline(plan, run, failure)
         try:
             await runner.stop()

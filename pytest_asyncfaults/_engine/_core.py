@@ -15,6 +15,7 @@ import errno
 import random
 import socket
 import struct
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,9 +31,11 @@ from .._exceptions import (
 )
 from .._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
 from .._toxics._chain import ToxicChain
+from .._toxics._pgwire import PgSession
 from .._toxics._spec import ToxicSpec, check_name, check_spec, update_toxic
+from .._toxics._stage import Note
 from .._values import spelled
-from ._models import ProxyInfo, ProxyStats
+from ._models import ProtocolEvent, ProxyInfo, ProxyStats
 
 UPSTREAM: Final = 0
 """Direction index: client to server."""
@@ -46,6 +49,8 @@ MAX_HELD: Final = 4 * 1024 * 1024
 """Bytes a chain may hold before the proxy stops reading that side."""
 _WRITE_HIGH_WATER: Final = 1024 * 1024
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)
+PROTOCOL_LOG: Final = 2000
+"""Protocol events a proxy keeps (the latest), for the timeline of a failure."""
 
 
 def draw(seed: int, *key: object) -> random.Random:
@@ -66,6 +71,8 @@ class _ToxicState:
     active: bool = False
     hits: int = 0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    shared: dict[str, int] = field(default_factory=dict)
+    """What the toxic counts across its connections (``Stage.shared``)."""
     accepted_before: int = 0
     """Connections the proxy had accepted when the toxic was added.
 
@@ -101,6 +108,9 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
+        conn.carried = True
+        if conn.tracker is not None and self.direction == UPSTREAM:
+            conn.track(data)
         chain = conn.chains[self.direction]
         if chain:
             conn.feed(self.direction, Data(data, conn.loop.time()))
@@ -149,6 +159,25 @@ class _Connection:
         self.closed = False
         self.client_done = False
         """The client closed its side (sent EOF): it let go of the connection."""
+        self.carried = False
+        """Data went through: a toxic joining now reads the streams from the middle."""
+        self.tracker: PgSession | None = PgSession(tracking=True)
+        """What the client's stream says from its first byte, while it is PostgreSQL's: the
+        statements it prepared, where its messages start. A protocol toxic that joins the
+        connection later (a pooled connection made before the test's fault) goes on from
+        there, instead of from a guess. Dropped at the first sign of another protocol."""
+
+    def track(self, data: bytes) -> None:
+        tracker = self.tracker
+        assert tracker is not None
+        tracker.client(data)
+        if tracker.opaque:
+            self.tracker = None
+
+    @property
+    def phase(self) -> str:
+        """Where the connection's protocol stands, as its protocol toxics read it."""
+        return self.chains[UPSTREAM].phase or self.chains[DOWNSTREAM].phase
 
     # -- setup --------------------------------------------------------------------
 
@@ -196,6 +225,20 @@ class _Connection:
         chain = self.chains[direction]
         self.emit(direction, chain.feed(event, self.loop.time()))
         self._after_chain_change(direction)
+        if chain.paired:
+            self._after_paired_run(direction)
+
+    def _after_paired_run(self, direction: int) -> None:
+        """The engine's one hook for protocol toxics: a stage of this chain may have made
+        its partner's output due (an answer for the client, a cut), so the other chain's
+        deadline is asked again; and what the toxics noted goes to the proxy's log."""
+        chains = self.chains
+        if chains[1 - direction].take_nudge():
+            self._after_chain_change(1 - direction)
+        notes = chains[UPSTREAM].take_notes()
+        notes += chains[DOWNSTREAM].take_notes()
+        if notes:
+            self.proxy.log(self.number, notes)
 
     def _after_chain_change(self, direction: int) -> None:
         if self.closed:
@@ -224,8 +267,11 @@ class _Connection:
         self._timer_at[direction] = None
         if self.closed:
             return
-        self.emit(direction, self.chains[direction].pump(self.loop.time()))
+        chain = self.chains[direction]
+        self.emit(direction, chain.pump(self.loop.time()))
         self._after_chain_change(direction)
+        if chain.paired:
+            self._after_paired_run(direction)
 
     def emit(self, direction: int, events: list[Event]) -> None:
         """Carry out what left a chain: write, half-close, close or reset."""
@@ -260,7 +306,7 @@ class _Connection:
 
     # -- toxics on a live connection ---------------------------------------------------
 
-    def _stage_for(self, state: _ToxicState, direction: int) -> Stage:
+    def _stage_for(self, state: _ToxicState) -> Stage:
         proxy, spec = self.proxy, state.spec
         targeted = spec.connections is None or self.number in spec.connections
         rng = draw(
@@ -273,33 +319,50 @@ class _Connection:
         )
         if targeted and rng.random() < spec.toxicity:
             state.hits += 1
-            return TOXIC_TYPES[spec.type](spec.attributes, rng)
+            stage = TOXIC_TYPES[spec.type](spec.attributes, rng)
+            stage.shared = state.shared
+            if self.carried:
+                stage.joined_late(self.tracker)
+            return stage
         return Noop({}, rng)
 
+    @staticmethod
+    def _placements(state: _ToxicState, stage: Stage) -> list[tuple[int, Stage]]:
+        """Where a toxic's stages go: its stream's chain; both chains for a protocol toxic
+        (its partner reads the other direction; drawn away, a noop in each)."""
+        spec = state.spec
+        if not TOXIC_TYPES[spec.type].bidirectional:
+            return [(_STREAM_INDEX[spec.stream], stage)]
+        partner = stage.partner if stage.partner is not None else Noop({}, random.Random(0))
+        return [(UPSTREAM, stage), (DOWNSTREAM, partner)]
+
     def add_toxic(self, state: _ToxicState, now: float) -> None:
-        direction = _STREAM_INDEX[state.spec.stream]
-        stage = self._stage_for(state, direction)
-        self.emit(direction, self.chains[direction].append(state.spec.name, stage, now))
-        self._after_chain_change(direction)
+        stage = self._stage_for(state)
+        for direction, placed in self._placements(state, stage):
+            self.emit(direction, self.chains[direction].append(state.spec.name, placed, now))
+            self._after_chain_change(direction)
 
     def update_toxic(self, state: _ToxicState, now: float) -> None:
-        direction = _STREAM_INDEX[state.spec.stream]
-        chain = self.chains[direction]
-        old = chain.stage(state.spec.name)
-        new = self._stage_for(state, direction)
-        if type(old) is type(new) and not isinstance(new, Noop):
-            events = chain.reconfigure(state.spec.name, state.spec.attributes, now)
-        else:
-            events = chain.replace(state.spec.name, new, now)
-        self.emit(direction, events)
-        self._after_chain_change(direction)
+        name = state.spec.name
+        new = self._stage_for(state)
+        placements = self._placements(state, new)
+        old = self.chains[placements[0][0]].stage(name)
+        same = type(old) is type(new) and not isinstance(new, Noop)
+        for direction, stage in placements:
+            chain = self.chains[direction]
+            if same:
+                events = chain.reconfigure(name, state.spec.attributes, now)
+            else:
+                events = chain.replace(name, stage, now)
+            self.emit(direction, events)
+            self._after_chain_change(direction)
 
     def remove_toxic(self, state: _ToxicState, now: float) -> None:
-        direction = _STREAM_INDEX[state.spec.stream]
-        chain = self.chains[direction]
-        if state.spec.name in chain.names:
-            self.emit(direction, chain.remove(state.spec.name, now))
-            self._after_chain_change(direction)
+        for direction in (UPSTREAM, DOWNSTREAM):
+            chain = self.chains[direction]
+            if state.spec.name in chain.names:
+                self.emit(direction, chain.remove(state.spec.name, now))
+                self._after_chain_change(direction)
 
     # -- teardown -----------------------------------------------------------------------
 
@@ -315,6 +378,7 @@ class _Connection:
         if self in self.proxy.connections:
             self.proxy.connections.discard(self)
             self.proxy.closed += 1
+        self.proxy.forget(self.number)
         return True
 
     def close(self) -> None:
@@ -374,9 +438,32 @@ class _Proxy:
         self.closed = 0
         self.bytes = [0, 0]
         self.upstream_errors = 0
+        self.protocol_log: deque[tuple[int, Note]] = deque(maxlen=PROTOCOL_LOG)
+        self._last_notes: dict[int, Note] = {}
 
     def count_bytes(self, direction: int, size: int) -> None:
         self.bytes[direction] += size
+
+    def log(self, connection: int, notes: list[Note]) -> None:
+        """What a connection's protocol toxics noted. A note is kept as it is (its toxic
+        counts repeats in it later); the same note from two toxics reading the same
+        connection is kept once."""
+        last = self._last_notes
+        for note in notes:
+            previous = last.get(connection)
+            if previous is not None and previous.at == note.at and previous.text == note.text:
+                continue
+            last[connection] = note
+            self.protocol_log.append((connection, note))
+
+    def forget(self, connection: int) -> None:
+        self._last_notes.pop(connection, None)
+
+    def protocol_events(self) -> tuple[ProtocolEvent, ...]:
+        return tuple(
+            ProtocolEvent(number, note.at, note.text, note.injected, note.repeats, note.until)
+            for number, note in self.protocol_log
+        )
 
     def _accept(self) -> asyncio.Protocol:
         self.accepted += 1
@@ -429,6 +516,9 @@ class _Proxy:
             bytes_downstream=self.bytes[DOWNSTREAM],
             upstream_errors=self.upstream_errors,
             toxics_hit=MappingProxyType({name: state.hits for name, state in self.toxics.items()}),
+            phases=MappingProxyType(
+                {conn.number: phase for conn in self.connections if (phase := conn.phase)}
+            ),
         )
 
     # -- toxics ------------------------------------------------------------------------
@@ -624,6 +714,11 @@ class FaultCore:
 
     async def stats(self, name: str) -> ProxyStats:
         return self._proxy(name).stats()
+
+    async def protocol_events(self, name: str) -> tuple[ProtocolEvent, ...]:
+        """What the proxy's protocol toxics saw and did, oldest first (the latest
+        ``PROTOCOL_LOG``)."""
+        return self._proxy(name).protocol_events()
 
     async def toxics(self, proxy: str) -> tuple[ToxicSpec, ...]:
         return self._proxy(proxy).ordered_toxics()

@@ -1,4 +1,5 @@
-"""Read-only views the engine hands out: a proxy's settings and its counters."""
+"""Read-only views the engine hands out: a proxy's settings, its counters, and what its
+protocol toxics saw on its connections."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class ProxyStats:
     them whose client has not closed its side. They differ while the proxy
     still delivers what a client sent before it closed (a bandwidth toxic can
     take long over it): the app let go, the proxy has not yet.
+
+    ``phases`` says, for each open connection a protocol toxic reads, where
+    its protocol stands ("authentication", "held in authentication", "waiting
+    for the reply to RCPT"...), by connection number: what a hang report
+    names.
     """
 
     accepted: int = 0
@@ -32,6 +38,41 @@ class ProxyStats:
     bytes_downstream: int = 0
     upstream_errors: int = 0
     toxics_hit: Mapping[str, int] = field(default_factory=dict)
+    phases: Mapping[int, str] = field(default_factory=dict)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ProtocolEvent:
+    """What a protocol toxic saw or did on one connection of a proxy, for the timeline.
+
+    ``at`` is the engine's monotonic clock (``time.monotonic()``: the same clock
+    in every process of the machine). A run of events alike (the statements of
+    an ``executemany``) is one event: ``repeats`` of them, the last at ``until``.
+    ``injected`` marks what the toxic did (an answer of its own, a cut, a hold).
+    """
+
+    connection: int
+    at: float
+    text: str
+    injected: bool = False
+    repeats: int = 1
+    until: float = 0.0
+
+    def describe(self) -> str:
+        if self.repeats == 1:
+            return self.text
+        return f"{self.text} (and {self.repeats - 1} more like it)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connection": self.connection,
+            "at": self.at,
+            "text": self.text,
+            "injected": self.injected,
+            "repeats": self.repeats,
+            "until": self.until,
+        }
 
 
 @final

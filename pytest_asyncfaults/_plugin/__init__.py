@@ -24,6 +24,7 @@ from ._hooks import pytest_report_header as pytest_report_header
 from ._hooks import pytest_runtest_call as pytest_runtest_call
 from ._hooks import pytest_runtest_makereport as pytest_runtest_makereport
 from ._hooks import pytest_runtest_setup as pytest_runtest_setup
+from ._hooks import pytest_runtest_teardown as pytest_runtest_teardown
 from ._hooks import pytest_sessionfinish as pytest_sessionfinish
 from ._hooks import pytest_timeout_set_timer as pytest_timeout_set_timer
 from ._hooks import pytest_unconfigure as pytest_unconfigure

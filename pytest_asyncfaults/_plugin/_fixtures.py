@@ -16,7 +16,7 @@ from .._exceptions import AsyncFaultsError, InvalidError, NotFoundError
 from .._settings import resolve
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import scenario_of
-from ._keys import HARNESS_KEY, fail_once
+from ._keys import HARNESS_KEY, SET_ASIDE_KEY, fail_once
 from ._options import (
     app_spec,
     declared_proxies,
@@ -131,6 +131,7 @@ def tasks(
     from ._harness import Harness
 
     set_aside()  # the checks at the end look at what this test made, and quickly
+    request.node.stash[SET_ASIDE_KEY] = True
     monitor = TaskMonitor(
         default_within=asyncfaults_settings.settle,
         connections=faults.clients_open,

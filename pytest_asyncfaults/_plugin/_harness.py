@@ -159,10 +159,13 @@ class Harness:
                 if isinstance(exc, Exception):
                     self.verdict.fail(describe_exception(exc))
                     if self.scenario is not None:
+                        await self.run.read_protocol_events()
                         path = self._write_timeline(describe_exception(exc), "")
                         if path is not None:
                             self.item.add_report_section("call", "asyncfaults timeline", str(path))
                 raise
+            if self.timeline_dir is not None:
+                await self.run.read_protocol_events()
             path = self._write_timeline(report, self.verdict.reason)
             if path is not None:
                 report += f"\n\nTimeline of this test: {path} (open it in a browser)"

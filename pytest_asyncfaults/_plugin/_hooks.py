@@ -4,9 +4,12 @@ and an async test that uses the plugin run inside its harness.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import sys
 import time
+import traceback
+import warnings
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +19,14 @@ from .._exceptions import InvalidError
 from .._settings import resolve
 from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
-from ._keys import HARNESS_KEY, SEED_KEY, SERVICES_KEY, SESSION_KEY, TIMEOUT_TIMER_KEY
+from ._keys import (
+    HARNESS_KEY,
+    SEED_KEY,
+    SERVICES_KEY,
+    SESSION_KEY,
+    SET_ASIDE_KEY,
+    TIMEOUT_TIMER_KEY,
+)
 from ._options import (
     app_spec,
     check_report_path,
@@ -64,6 +74,36 @@ def pytest_configure(config: pytest.Config) -> None:
         # A server named by the user is checked now: if it is down, the run
         # stops at once with one message instead of erroring in every test.
         run_session(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Once every fixture of a test that set the heap aside is torn down (its loop closed
+    too, which lets go of the app's sockets), its garbage is collected: what that finds
+    (an unclosed connection, an exception in a ``__del__``) is this test's, said as a
+    warning of its tear-down, not of whichever test the collector runs in next."""
+    if not item.stash.get(SET_ASIDE_KEY, False):
+        return
+    # Every fixture is finalised, but pytest keeps their values on the item until the
+    # protocol ends (it drops them itself right after): let go of them now.
+    funcargs = getattr(item, "funcargs", None)
+    if isinstance(funcargs, dict):
+        funcargs.clear()
+    found: list[Any] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = found.append
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    for unraisable in found:
+        where = f"Exception ignored in: {unraisable.object!r}" if unraisable.object else ""
+        trace = "".join(
+            traceback.format_exception(
+                unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback
+            )
+        )
+        warnings.warn(pytest.PytestUnraisableExceptionWarning(f"{where}\n{trace}"), stacklevel=1)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

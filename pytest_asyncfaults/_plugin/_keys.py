@@ -25,6 +25,9 @@ SERVICES_KEY: pytest.StashKey[Services] = pytest.StashKey()
 """On the config: the run's PostgreSQL and SMTP servers, once a test asked for one."""
 TIMEOUT_TIMER_KEY: pytest.StashKey[tuple[float, float]] = pytest.StashKey()
 """On a test item: when pytest-timeout set its timer (``time.monotonic()``), and for how long."""
+SET_ASIDE_KEY: pytest.StashKey[bool] = pytest.StashKey()
+"""On a test item: the heap was set aside for it (``tasks``): its garbage is collected
+after its tear-down, where what that finds is this test's."""
 SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 """On the config: the engine's seed, for the chaos report."""
 ENV_BASELINE_KEY: pytest.StashKey[EnvBaseline] = pytest.StashKey()

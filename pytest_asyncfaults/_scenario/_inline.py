@@ -15,7 +15,7 @@ from typing import Any
 
 from .._exceptions import InvalidError, ScenarioError
 from .._toxics import TOXIC_TYPES
-from .._values import shown, spelled
+from .._values import shown, spelled, takes_text
 from ._model import PlannedToxic, Scenario
 from ._toml import FAULT_KEYS, load_scenario, parse_scenario
 
@@ -33,11 +33,46 @@ def _scalar(text: str) -> object:
     return text
 
 
+def _items(options: str, field: str, text: str) -> list[str]:
+    """``key=value`` items split at commas, except inside single or double quotes (a regex
+    or a message may hold a comma: ``match='^INSERT INTO t \\(a, b\\)'``)."""
+    items: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in options:
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            current.append(char)
+        elif char == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quote:
+        raise ScenarioError(f"{spelled(field, text)} is not valid: a quote ({quote}) is not closed")
+    items.append("".join(current))
+    return [item for item in items if item.strip()]
+
+
+def _unquote(value: str) -> str:
+    """A string attribute's value, its surrounding quotes (if any) taken off."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
-    """``proxy:toxic[:key=value,...]``, e.g. ``postgres:latency:latency=200,stream=upstream``.
+    """``proxy:toxic[:key=value,...]``, e.g. ``postgres:latency:latency=200,stream=upstream``
+    or ``postgres:pg_error:sqlstate=40001,match='^INSERT INTO uploads'``.
 
     Keys are the toxic's attributes and the fault options of a scenario
-    (``stream``, ``toxicity``, ``connections``, ``start_after``, ``duration``, ``name``).
+    (``stream``, ``toxicity``, ``connections``, ``start_after``, ``duration``, ``name``);
+    a protocol toxic's string attributes are taken as written (quoted, they may hold commas).
     """
     proxy, sep, rest = text.partition(":")
     toxic, _, options = rest.partition(":")
@@ -48,7 +83,9 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
         )
     table: dict[str, Any] = {"proxy": proxy, "toxic": toxic, "attributes": {}}
     allowed = TOXIC_TYPES[toxic].attribute_names if toxic in TOXIC_TYPES else ()
-    for item in filter(None, options.split(",")):
+    kinds = TOXIC_TYPES[toxic].attribute_kinds if toxic in TOXIC_TYPES else {}
+    texts = {key for key, kind in kinds.items() if takes_text(kind)}
+    for item in _items(options, field, text):
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
@@ -57,6 +94,8 @@ def parse_inline_toxic(text: str, *, field: str = "--toxic") -> PlannedToxic:
             )
         if key in FAULT_KEYS and key not in ("proxy", "toxic", "attributes"):
             table[key] = _scalar(value.strip())
+        elif key in texts:
+            table["attributes"][key] = _unquote(value)  # "40001" stays a string
         elif key in allowed or toxic not in TOXIC_TYPES:
             table["attributes"][key] = _scalar(value.strip())
         else:

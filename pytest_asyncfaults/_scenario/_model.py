@@ -56,7 +56,6 @@ class PlannedToxic:
 
     def describe(self) -> str:
         spec = self.spec
-        attributes = "".join(f" {key}={value}" for key, value in spec.attributes.items())
         extras = []
         if spec.toxicity != 1.0:
             extras.append(f"toxicity={spec.toxicity:g}")
@@ -67,7 +66,7 @@ class PlannedToxic:
         if spec.duration is not None:
             extras.append(f"for {spec.duration} ms")
         tail = f" ({', '.join(extras)})" if extras else ""
-        return f"{self.proxy}: {spec.type} {spec.stream}{attributes}{tail}"
+        return f"{self.proxy}: {spec.describe()}{tail}"
 
 
 @final

@@ -29,6 +29,7 @@ from .._values import (
     read_bounded,
     seconds,
     shown,
+    spelled,
 )
 from ._model import OUTCOMES, Expectations, PlannedToxic, Scenario
 
@@ -145,7 +146,10 @@ class _FileWording(AttributeWording):
         )
 
     def bad_value(self, toxic_type: str, key: str, value: object, problem: str) -> str:
-        why = problem.partition(" is not valid: ")[2]
+        # The kind's words after its own "field=value is not valid: " (cut by its length:
+        # a text value may itself hold " is not valid: ").
+        said = f"{spelled(f'{toxic_type}.{key}', value)} is not valid: "
+        why = problem[len(said) :] if problem.startswith(said) else problem
         if why.startswith("expected"):  # not of the kind at all: say the kind, in TOML's terms
             kind = TOXIC_TYPES[toxic_type].attribute_kinds[key]
             why = f"expected {kind.describe()} ({toxic_type}'s {key})"

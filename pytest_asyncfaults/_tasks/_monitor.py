@@ -95,6 +95,20 @@ def _create_task(loop: asyncio.BaseEventLoop, coro: Any, *args: Any, **kwargs: A
     return task
 
 
+def create_request_task(
+    loop: asyncio.AbstractEventLoop, coro: Any, name: str, request: RequestInfo
+) -> asyncio.Task[Any]:
+    """The task of a request's ASGI call, made by the app runner: recorded as that at once
+    (``TaskMonitor._record_request``), with none of the work a task of unknown origin
+    needs (who asked for it, a done callback: the runner times the call itself). It is on
+    the path of every request."""
+    task: asyncio.Task[Any] = _original_create_task(loop, coro, name=name)  # type: ignore[arg-type]
+    monitor = _monitors.get(threading.get_ident())
+    if monitor is not None:
+        monitor._record_request(task, sys._getframe(1), request)
+    return task
+
+
 async def _timeout_exit(
     self: asyncio.Timeout, exc_type: Any, exc_val: Any, exc_tb: Any
 ) -> bool | None:
@@ -512,6 +526,24 @@ class TaskMonitor:
         self._by_id[id(task)] = record
         task.add_done_callback(record.ended)
 
+    def _record_request(
+        self, task: asyncio.Task[Any], frame: FrameType | None, request: RequestInfo
+    ) -> None:
+        """``_record`` for the ASGI call of ``request`` (``create_request_task``)."""
+        record = TaskRecord(
+            ref=weakref.ref(task),
+            last_name=task.get_name(),
+            created_at=time.monotonic(),
+            raw_stack=_capture(frame),
+            request=request,
+            role="request",
+            runner=False,
+            request_call=True,
+            code=getattr(task.get_coro(), "cr_code", None),
+        )
+        self.records.append(record)
+        self._by_id[id(task)] = record
+
     def _watch_gather(self, outer: asyncio.Future[Any], frame: FrameType | None) -> None:
         children = [
             record
@@ -579,17 +611,6 @@ class TaskMonitor:
         and checked by identity, as a collected task's ``id`` may be reused."""
         record = self._by_id.get(id(task))
         return record if record is not None and record.task is task else None
-
-    def request_started(self, request: RequestInfo, task: asyncio.Task[Any]) -> None:
-        """Called by the app runner: ``task`` is the ASGI call of ``request``."""
-        record = self.record_for(task)
-        if record is not None:
-            record.request_call = True
-            record.request = request
-            record.role = "request"
-            # The app runner times the call itself (request.ended_at): one done
-            # callback fewer on the path of every request.
-            task.remove_done_callback(record.ended)
 
     async def take_connection_baseline(self) -> None:
         """Count the proxies' open connections once, when the app is up, before any request.

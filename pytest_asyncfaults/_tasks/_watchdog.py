@@ -512,6 +512,12 @@ _interrupting: dict[int, LoopWatchdog] = {}
 """The watchdog that interrupts the loop of each thread (by thread id), while it runs."""
 
 
+def interrupting() -> bool:
+    """Whether a watchdog interrupts this thread's loop now (``interrupt_past`` would do
+    something): a caller on a hot path skips making one where none would."""
+    return bool(_interrupting) and threading.get_ident() in _interrupting
+
+
 @final
 class interrupt_past:
     """While inside, a block of this thread's loop that lasts past ``seconds`` from now is

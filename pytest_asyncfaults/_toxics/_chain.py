@@ -9,18 +9,53 @@ lost, never reordered (Toxiproxy's rule).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import final
 
-from ._stage import Event, Stage
+from ._stage import Attributes, Event, Note, Stage
 
 
 @final
 class ToxicChain:
-    __slots__ = ("_stages",)
+    __slots__ = ("_paired", "_stages", "paired")
 
     def __init__(self) -> None:
         self._stages: list[tuple[str, Stage]] = []
+        self._paired: list[Stage] = []
+        self.paired = False
+        """A stage here has a partner in the other direction's chain (a protocol toxic):
+        running this chain may make the other one's output due."""
+
+    def _pairing_changed(self) -> None:
+        self._paired = [stage for _, stage in self._stages if stage.partner is not None]
+        self.paired = bool(self._paired)
+
+    def take_nudge(self) -> bool:
+        """Whether a partner made output of a stage here due since the last call."""
+        nudged = False
+        for stage in self._paired:
+            if stage.nudged:
+                stage.nudged = False
+                nudged = True
+        return nudged
+
+    def take_notes(self) -> list[Note]:
+        """What the protocol toxics here noted since the last call (for the timeline)."""
+        notes: list[Note] = []
+        for stage in self._paired:
+            if stage.notes:
+                notes.extend(stage.notes)
+                stage.notes = []
+        return notes
+
+    @property
+    def phase(self) -> str:
+        """Where the connection's protocol stands, as the first protocol toxic here says."""
+        for _, stage in self._stages:
+            phase = stage.phase
+            if phase:
+                return phase
+        return ""
 
     def __bool__(self) -> bool:
         return bool(self._stages)
@@ -94,6 +129,7 @@ class ToxicChain:
     def append(self, name: str, stage: Stage, now: float) -> list[Event]:
         """A toxic joins at the end of the chain (Toxiproxy's order: as added)."""
         self._stages.append((name, stage))
+        self._pairing_changed()
         stage.start(now)
         return self.pump(now)
 
@@ -101,6 +137,7 @@ class ToxicChain:
         """A toxic leaves: what it held goes on, then its clean-up (if any)."""
         index = self._index(name)
         _, stage = self._stages.pop(index)
+        self._pairing_changed()
         released = stage.interrupt(now)
         if cleanup:
             released.extend(stage.cleanup(now))
@@ -111,10 +148,11 @@ class ToxicChain:
         index = self._index(name)
         released = self._stages[index][1].interrupt(now)
         self._stages[index] = (name, stage)
+        self._pairing_changed()
         stage.start(now)
         return self._feed_at(index + 1, released, now)
 
-    def reconfigure(self, name: str, attributes: Mapping[str, object], now: float) -> list[Event]:
+    def reconfigure(self, name: str, attributes: Attributes, now: float) -> list[Event]:
         """New attributes for a toxic: held data goes on, counted state stays."""
         index = self._index(name)
         stage = self._stages[index][1]

@@ -15,13 +15,10 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, final
 
 from .._exceptions import InvalidError
-from .._values import INT64_MAX, fraction, integer, invalid, is_integer, shown
+from .._values import INT64_MAX, AttributeValue, fraction, integer, invalid, is_integer, shown
 from .._values import name as valid_name
-from . import TOXIC_TYPES
+from . import PROTOCOL_TOXICS, TOXIC_TYPES
 
-AttributeValue = int | str
-"""What an attribute holds: a whole number (Toxiproxy's toxics), or text (a toxic
-that declares a ``Text`` kind)."""
 _SELECTOR_MAX: Final = 200
 
 Stream = Literal["upstream", "downstream"]
@@ -90,6 +87,10 @@ class ConnectionSelector:
         return cls(tuple(ranges))
 
 
+_UNSET_WHEN_ZERO: Final = frozenset({"nth", "reset", "delay"})
+"""A protocol toxic's integers that mean "not used" at 0: a report leaves them out."""
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class ToxicSpec:
@@ -110,6 +111,20 @@ class ToxicSpec:
     connections: ConnectionSelector | None = None
     start_after: int = 0
     duration: int | None = None
+
+    def describe(self) -> str:
+        """``timeout downstream timeout=0``, or for a protocol toxic (which reads both
+        directions) ``pg_error sqlstate=40001 match='^INSERT'``: its strings left empty
+        are left out, one that is not a single word is quoted."""
+        parts = [self.type] if self.type in PROTOCOL_TOXICS else [self.type, self.stream]
+        for key, value in self.attributes.items():
+            if isinstance(value, str):
+                if value:
+                    word = re.fullmatch(r"[\w.:@<>/-]+", value)
+                    parts.append(f"{key}={value if word else repr(value)}")
+            elif value or self.type not in PROTOCOL_TOXICS or key not in _UNSET_WHEN_ZERO:
+                parts.append(f"{key}={value}")
+        return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """Toxiproxy's JSON shape, our extras only where set."""

@@ -8,7 +8,16 @@ under the engine, under a fake clock in the unit tests, and in any driver
 someone writes later (the h11 idea).
 
 Times are seconds on a monotonic clock (floats); attributes are Toxiproxy's
-integer units (ms, KB/s, bytes, us), converted once in ``configure``.
+integer units (ms, KB/s, bytes, us), converted once in ``configure``, and for
+the protocol toxics a few texts too (a SQLSTATE, a regex, an SMTP command):
+each toxic declares its attributes' kinds once, in ``attribute_kinds``.
+
+A protocol toxic reads both directions of a connection: it is a pair of
+stages sharing one state, one in each direction's chain (Toxiproxy's
+"bidirectional toxic"). Either one may make the other one's output due (an
+answer the proxy gives the client itself), and marks that one ``nudged``; the
+driver then asks the other chain's ``deadline`` again, which is the whole of
+the hook.
 """
 
 from __future__ import annotations
@@ -20,7 +29,29 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, final
 
-from .._values import Kind, kinds_of
+from .._values import AttributeValue, Kind, kinds_of
+
+Attributes = Mapping[str, AttributeValue]
+"""A toxic's attributes as its stage takes them: each of the kind its toxic declares
+(``Stage.attribute_kinds``), checked once by ``check_attributes``."""
+
+
+@final
+@dataclass(eq=False, slots=True)
+class Note:
+    """Something a protocol toxic saw or did on its connection, for the timeline.
+
+    ``injected`` marks what the toxic did (an answer it gave, a cut, a hold),
+    as opposed to what it read (a statement, an SMTP command). The same thing
+    read again right after is the same note, ``repeats`` times until ``until``
+    (the toxic counts on in the note it handed out already).
+    """
+
+    at: float
+    text: str
+    injected: bool = False
+    repeats: int = 1
+    until: float = 0.0
 
 
 @final
@@ -82,6 +113,9 @@ class Stage:
     names ``attribute_names`` takes whole numbers of 0 to int64 for each."""
     attribute_names: ClassVar[tuple[str, ...]]
     """The names of ``attribute_kinds``, in order (derived from it, or declared alone)."""
+    bidirectional: ClassVar[bool] = False
+    """A protocol toxic: its stage (client to server) comes with a ``partner`` for the
+    other direction, whatever the toxic's ``stream`` says."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -91,27 +125,73 @@ class Stage:
         elif "attribute_names" in own:
             cls.attribute_kinds = kinds_of(None, own["attribute_names"])
 
-    def __init__(self, attributes: Mapping[str, Any], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._rng = rng
         self._queue: deque[tuple[float, Event]] = deque()
         self._last_release = float("-inf")
         self._ended = False
         self.holding = 0
         """Bytes queued in this stage (the driver stops reading above a bound)."""
+        self.partner: Stage | None = None
+        """The stage of the same toxic in the other direction's chain, sharing its state."""
+        self.notes: list[Note] = []
+        """What a protocol toxic saw and did since the driver last took them."""
+        self.nudged = False
+        """Its partner made output of this stage due (an answer, a cut): the driver must run
+        this stage's chain even though no data came its way."""
+        self.shared: dict[str, int] = {}
+        """What one toxic counts across all its connections (the Nth statement the proxy
+        sees): the driver hands every stage of a toxic the same dict."""
         self.configure(attributes)
+
+    @property
+    def phase(self) -> str:
+        """Where the connection's protocol stands, for a hang report ("" if unknown)."""
+        return ""
+
+    def joined_late(self, tracker: object = None) -> None:
+        """The stage joins a connection that has already carried data: it reads the
+        streams from the middle. Only the protocol toxics care; ``tracker`` is what the
+        driver read of the client's stream from its first byte, if anything."""
 
     # -- configuration -------------------------------------------------------
 
     @classmethod
-    def check(cls, attributes: Mapping[str, Any]) -> None:
-        """Refuse values this toxic cannot work with, once each is an integer >= 0.
+    def check(cls, attributes: Attributes) -> None:
+        """Refuse values this toxic cannot work with, once each is of its kind.
 
         Raise ``InvalidError`` naming the field (``slicer.average_size=0 ...``).
-        ``check_attributes`` calls it for every door, so the rule lives with the
-        code that would break on such values. Most toxics have no such rule.
+        ``check_attributes`` calls it for every door, with every attribute (an
+        omitted one at its kind's default), so the rule across attributes lives
+        with the code that would break on such values, and so does "this one must
+        be given" (``pg_error.sqlstate``). Most toxics have no such rule.
         """
 
-    def configure(self, attributes: Mapping[str, Any]) -> None:
+    @classmethod
+    def require(cls, attributes: Attributes, *keys: str) -> None:
+        """For ``check``: attributes the toxic cannot do without. One left out is at its
+        kind's default, a value its kind refuses (``""`` for a SQLSTATE, 0 for an SMTP
+        code): it is told as that value, in the kind's own words."""
+        for key in keys:
+            kind = cls.attribute_kinds[key]
+            kind.check(f"{cls.type_name}.{key}", attributes.get(key, kind.default))
+
+    @classmethod
+    def int_value(cls, attributes: Attributes, key: str) -> int:
+        """An integer attribute; its kind's default when left out (a stage built by
+        hand, in a test): the default is declared once, in ``attribute_kinds``."""
+        value = attributes.get(key, cls.attribute_kinds[key].default)
+        assert isinstance(value, int), f"{cls.type_name}.{key} is {value!r}, not of its kind"
+        return value
+
+    @classmethod
+    def text_value(cls, attributes: Attributes, key: str) -> str:
+        """A text attribute; its kind's default when left out (see ``int_value``)."""
+        value = attributes.get(key, cls.attribute_kinds[key].default)
+        assert isinstance(value, str), f"{cls.type_name}.{key} is {value!r}, not of its kind"
+        return value
+
+    def configure(self, attributes: Attributes) -> None:
         """Take new attribute values; state such as bytes counted is kept."""
 
     def start(self, now: float) -> None:

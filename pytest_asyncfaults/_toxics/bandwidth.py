@@ -10,11 +10,10 @@ nothing through until the toxic goes away (what Toxiproxy ends up doing).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
 from .._values import KILOBYTES_PER_SECOND
-from ._stage import Data, Event, Marker, Stage, kinds
+from ._stage import Attributes, Data, Event, Marker, Stage, kinds
 
 
 @final
@@ -22,13 +21,13 @@ class Bandwidth(Stage):
     type_name = "bandwidth"
     attribute_kinds = kinds(rate=KILOBYTES_PER_SECOND)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._busy_until = float("-inf")
         self._stalled: list[Event] = []
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._rate = attributes.get("rate", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._rate = self.int_value(attributes, "rate")
 
     def on_data(self, chunk: Data, now: float) -> None:
         if self._rate <= 0:

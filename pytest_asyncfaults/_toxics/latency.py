@@ -9,11 +9,10 @@ stage's seeded random source, in whole ms in ``[-jitter, jitter)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import final
 
 from .._values import MILLISECONDS
-from ._stage import Data, Event, Stage, kinds, ms
+from ._stage import Attributes, Data, Event, Stage, kinds, ms
 
 
 @final
@@ -21,9 +20,9 @@ class Latency(Stage):
     type_name = "latency"
     attribute_kinds = kinds(latency=MILLISECONDS, jitter=MILLISECONDS)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._latency = attributes.get("latency", 0)
-        self._jitter = attributes.get("jitter", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._latency = self.int_value(attributes, "latency")
+        self._jitter = self.int_value(attributes, "jitter")
 
     def _delay_ms(self) -> int:
         if self._jitter > 0:

@@ -8,11 +8,10 @@ state), so raising the limit lets more through on the same connection.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
 from .._values import BYTES
-from ._stage import CLOSE, Data, Stage, kinds
+from ._stage import CLOSE, Attributes, Data, Stage, kinds
 
 
 @final
@@ -20,12 +19,12 @@ class LimitData(Stage):
     type_name = "limit_data"
     attribute_kinds = kinds(bytes=BYTES)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.transmitted = 0
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._limit = attributes.get("bytes", 0)
+    def configure(self, attributes: Attributes) -> None:
+        self._limit = self.int_value(attributes, "bytes")
 
     def on_data(self, chunk: Data, now: float) -> None:
         remaining = max(self._limit - self.transmitted, 0)

@@ -8,11 +8,10 @@ arrives from the trigger on is dropped, as the reset would discard it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
 from .._values import MILLISECONDS
-from ._stage import RESET, Data, Event, Marker, Stage, kinds, ms
+from ._stage import RESET, Attributes, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
@@ -20,12 +19,12 @@ class ResetPeer(Stage):
     type_name = "reset_peer"
     attribute_kinds = kinds(timeout=MILLISECONDS)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._reset_at: float | None = None
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._timeout = ms(attributes.get("timeout", 0))
+    def configure(self, attributes: Attributes) -> None:
+        self._timeout = ms(self.int_value(attributes, "timeout"))
 
     def _trigger(self, now: float) -> None:
         if self._reset_at is None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Mapping
 from typing import final
 
 from .._exceptions import InvalidError
 from .._values import BYTES, MICROSECONDS
-from ._stage import Data, Event, Stage, kinds
+from ._stage import Attributes, Data, Event, Stage, kinds
 
 
 @final
@@ -24,15 +23,18 @@ class Slicer(Stage):
     type_name = "slicer"
     attribute_kinds = kinds(average_size=BYTES, size_variation=BYTES, delay=MICROSECONDS)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._busy_until = float("-inf")
         super().__init__(attributes, rng)
 
     @classmethod
-    def check(cls, attributes: Mapping[str, int]) -> None:
+    def check(cls, attributes: Attributes) -> None:
         """``cut_points`` must end: halving toward an average of 0 bytes never does, and a
         variation as big as the average lets a cut shift past the start of its piece."""
-        average, variation = attributes["average_size"], attributes["size_variation"]
+        average, variation = (
+            cls.int_value(attributes, "average_size"),
+            cls.int_value(attributes, "size_variation"),
+        )
         if average < 1:
             raise InvalidError(f"slicer.average_size={average!r} is not valid: must be >= 1")
         if variation >= average:
@@ -41,10 +43,10 @@ class Slicer(Stage):
                 f"must be less than average_size ({average})"
             )
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._average = attributes.get("average_size", 0)
-        self._variation = attributes.get("size_variation", 0)
-        self._delay = attributes.get("delay", 0) / 1_000_000
+    def configure(self, attributes: Attributes) -> None:
+        self._average = self.int_value(attributes, "average_size")
+        self._variation = self.int_value(attributes, "size_variation")
+        self._delay = self.int_value(attributes, "delay") / 1_000_000
 
     def cut_points(self, size: int) -> list[int]:
         """Offsets that split ``size`` bytes into pieces: ``[0, a, b, ..., size]``."""

@@ -6,11 +6,10 @@ a server lingers before closing its socket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import final
 
 from .._values import MILLISECONDS
-from ._stage import Marker, Stage, kinds, ms
+from ._stage import Attributes, Marker, Stage, kinds, ms
 
 
 @final
@@ -18,8 +17,8 @@ class SlowClose(Stage):
     type_name = "slow_close"
     attribute_kinds = kinds(delay=MILLISECONDS)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._delay = ms(attributes.get("delay", 0))
+    def configure(self, attributes: Attributes) -> None:
+        self._delay = ms(self.int_value(attributes, "delay"))
 
     def on_end(self, event: Marker, now: float) -> None:
         self._release(event, now + self._delay)

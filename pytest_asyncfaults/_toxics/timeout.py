@@ -11,11 +11,10 @@ An EOF passes through and ends the wait.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import final
 
 from .._values import MILLISECONDS
-from ._stage import CLOSE, Data, Event, Marker, Stage, kinds, ms
+from ._stage import CLOSE, Attributes, Data, Event, Marker, Stage, kinds, ms
 
 
 @final
@@ -23,13 +22,13 @@ class Timeout(Stage):
     type_name = "timeout"
     attribute_kinds = kinds(timeout=MILLISECONDS)
 
-    def __init__(self, attributes: Mapping[str, int], rng: random.Random) -> None:
+    def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self._close_at: float | None = None
         self._waiting_since: float | None = None  # None: not started, or the wait is over
         super().__init__(attributes, rng)
 
-    def configure(self, attributes: Mapping[str, int]) -> None:
-        self._timeout = ms(attributes.get("timeout", 0))
+    def configure(self, attributes: Attributes) -> None:
+        self._timeout = ms(self.int_value(attributes, "timeout"))
         if self._waiting_since is not None:
             self._arm(self._waiting_since)
 

@@ -362,7 +362,13 @@ class _Api:
         stats = await self.core.stats(request.path_params["proxy"])
         out: dict[str, Any] = {field.name: getattr(stats, field.name) for field in fields(stats)}
         out["toxics_hit"] = dict(stats.toxics_hit)
+        out["phases"] = {str(number): phase for number, phase in stats.phases.items()}
         return JSONResponse(out)
+
+    async def proxy_events(self, request: Request) -> Response:
+        """Our extension: what the proxy's protocol toxics saw and did, oldest first."""
+        events = await self.core.protocol_events(request.path_params["proxy"])
+        return JSONResponse([event.to_json() for event in events])
 
     async def toxic_index(self, request: Request) -> Response:
         toxics = await self.core.toxics(request.path_params["proxy"])
@@ -518,6 +524,7 @@ def toxiproxy_api(core: FaultCore) -> Starlette:
                 DELETE=api.proxy_delete,
             ),
             route(f"{proxy}/stats", GET=api.proxy_stats),
+            route(f"{proxy}/events", GET=api.proxy_events),
             route(f"{proxy}/toxics", GET=api.toxic_index, POST=api.toxic_create),
             route(
                 toxic,

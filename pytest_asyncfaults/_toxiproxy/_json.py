@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from .._engine._models import ProxyInfo, ProxyStats
+from .._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from .._exceptions import InvalidError
 from .._toxics._spec import ConnectionSelector, ToxicSpec, check_stream
 from .._values import key_text, spelled
@@ -107,4 +107,22 @@ def stats_from_json(data: Mapping[str, Any]) -> ProxyStats:
         bytes_downstream=int(data["bytes_downstream"]),
         upstream_errors=int(data["upstream_errors"]),
         toxics_hit=MappingProxyType(dict(data["toxics_hit"])),
+        phases=MappingProxyType(
+            {int(number): str(phase) for number, phase in (data.get("phases") or {}).items()}
+        ),
+    )
+
+
+def events_from_json(data: list[Mapping[str, Any]]) -> tuple[ProtocolEvent, ...]:
+    """``asyncfaults serve``'s protocol events of a proxy (``GET /proxies/{name}/events``)."""
+    return tuple(
+        ProtocolEvent(
+            connection=int(item["connection"]),
+            at=float(item["at"]),
+            text=str(item["text"]),
+            injected=bool(item.get("injected", False)),
+            repeats=int(item.get("repeats", 1)),
+            until=float(item.get("until", item["at"])),
+        )
+        for item in data
     )

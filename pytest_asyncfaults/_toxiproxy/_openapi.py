@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .._toxics import TOXIC_TYPES
+from .._toxics import PROTOCOL_TOXICS, TOXIC_TYPES
 from .._values import BODY_MAX_BYTES, INT64_MAX, NAME_MAX
 from .._version import __version__
 
@@ -33,7 +33,7 @@ _ERROR: Final = {
         "proxies": {"description": "POST /populate only: the proxies applied before a failure"},
     },
 }
-_TOXIC: Final = {
+_TOXIC: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {
         "name": _NAME,
@@ -49,12 +49,55 @@ _TOXIC: Final = {
         "duration": _MS,
     },
 }
-_NEW_TOXIC: Final = {**_TOXIC, "required": ["type"]}
+_ATTRIBUTES_OF: Final = {
+    name: {
+        "type": "object",
+        "properties": {key: kind.schema() for key, kind in stage.attribute_kinds.items()},
+        "additionalProperties": False,
+    }
+    for name, stage in TOXIC_TYPES.items()
+}
+"""Each toxic type's attributes, from the kinds it declares (``Stage.attribute_kinds``):
+the one declaration the validator checks against is the one described here."""
+_NEW_TOXIC: Final = {
+    "oneOf": [
+        {
+            **_TOXIC,
+            "title": name,
+            "description": (
+                "a protocol toxic: the embedded engine only (a real Toxiproxy refuses it)"
+                if name in PROTOCOL_TOXICS
+                else "Toxiproxy's toxic"
+            ),
+            "required": ["type"],
+            "properties": {
+                **_TOXIC["properties"],
+                "type": {"type": "string", "enum": [name]},
+                "attributes": attributes,
+            },
+        }
+        for name, attributes in _ATTRIBUTES_OF.items()
+    ]
+}
 _TOXIC_UPDATE: Final = {
     "type": "object",
     "properties": {
-        "attributes": {"type": "object", "additionalProperties": _ATTRIBUTE},
+        "attributes": {
+            "description": "some of the attributes of the toxic's type (the rest are kept)",
+            "anyOf": list(_ATTRIBUTES_OF.values()),
+        },
         "toxicity": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_EVENT: Final = {
+    "type": "object",
+    "properties": {
+        "connection": {"type": "integer", "description": "the connection's number, from 1"},
+        "at": {"type": "number", "description": "the engine's monotonic clock, in seconds"},
+        "text": {"type": "string"},
+        "injected": {"type": "boolean", "description": "what a toxic did, not what it read"},
+        "repeats": {"type": "integer"},
+        "until": {"type": "number"},
     },
 }
 _PROXY: Final = {
@@ -153,6 +196,13 @@ OPENAPI: Final[dict[str, Any]] = {
         "/proxies/{proxy}/stats": {
             "parameters": [_P],
             "get": {"responses": _answers(200, {"type": "object"}, 404)},
+        },
+        "/proxies/{proxy}/events": {
+            "parameters": [_P],
+            "get": {
+                "description": "what the proxy's protocol toxics read and did, oldest first",
+                "responses": _answers(200, {"type": "array", "items": _EVENT}, 404),
+            },
         },
         "/proxies/{proxy}/toxics": {
             "parameters": [_P],

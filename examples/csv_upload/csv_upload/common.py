@@ -54,6 +54,12 @@ class Settings:
     """aiosmtplib.send(timeout=...): each step of the SMTP conversation."""
     job_timeout: float = 30.0
     """The whole background job, whatever it is stuck on."""
+    attempts: int = 3
+    """Tries of a transaction the database could not serialize (or that hit a deadlock),
+    and of a mail the server turned away for now (4xx: greylisting, a full mailbox)."""
+    smtp_retry_delay: float = 60.0
+    """Wait before trying a mail again after a 4xx reply (a greylisting server asks for
+    minutes; tests use less)."""
 
 
 class Row(NamedTuple):

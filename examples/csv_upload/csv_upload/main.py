@@ -8,7 +8,8 @@ sets them to the fault proxies' addresses before it imports this module:
 - ``CSV_SMTP_HOST``, ``CSV_SMTP_PORT``: the mail server
 - ``CSV_UPLOAD_DIR``: where uploads are stored (default: the system's temp dir)
 - ``CSV_CONNECT_TIMEOUT``, ``CSV_COMMAND_TIMEOUT``, ``CSV_SMTP_TIMEOUT``,
-  ``CSV_JOB_TIMEOUT``: the fixed app's limits in seconds (default: ``Settings``'s)
+  ``CSV_JOB_TIMEOUT``, ``CSV_SMTP_RETRY_DELAY``: the fixed app's limits in seconds
+  (default: ``Settings``'s)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from . import buggy, fixed
 from .common import Settings
@@ -29,9 +31,15 @@ def settings_from_environment() -> Settings:
     ]
     if missing:
         raise RuntimeError(f"csv_upload needs the environment variables {', '.join(missing)}")
-    limits = {
+    limits: dict[str, Any] = {
         name: float(os.environ[f"CSV_{name.upper()}"])
-        for name in ("connect_timeout", "command_timeout", "smtp_timeout", "job_timeout")
+        for name in (
+            "connect_timeout",
+            "command_timeout",
+            "smtp_timeout",
+            "job_timeout",
+            "smtp_retry_delay",
+        )
         if f"CSV_{name.upper()}" in os.environ
     }
     return Settings(

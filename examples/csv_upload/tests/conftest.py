@@ -48,6 +48,7 @@ def settings(
         command_timeout=3.0,
         smtp_timeout=2.0,
         job_timeout=10.0,
+        smtp_retry_delay=0.5,
     )
 
 

@@ -210,3 +210,61 @@ async def test_a_database_that_is_down_fails_the_job_at_once(
     outcome.assert_logged(ConnectionRefusedError)
     outcome.assert_cleaned_up()
     assert smtp_server.messages == []
+
+
+async def test_a_serialization_failure_is_tried_again_and_said_so(
+    app_client: httpx.AsyncClient,
+    tasks: TaskMonitor,
+    faults: Faults,
+    uploads: UploadsTable,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL's own advice for 40001: the transaction, again. Nothing of the failed one
+    was kept, so all the rows arrive once."""
+    async with faults.postgres.pg_error("40001", match="^INSERT INTO uploads", nth=1):
+        await upload(app_client, "march.csv")
+        outcome = await tasks.settle(within=10)
+    outcome.assert_completed().assert_cleaned_up()
+    assert await uploads.count("march.csv") == ROWS
+    assert len(smtp_server.messages) == 1
+    (retry,) = [r for r in caplog.records if "trying the transaction again" in r.getMessage()]
+    assert retry.levelname == "WARNING"
+    assert "could not serialize access" in retry.getMessage()
+
+
+async def test_greylisting_is_waited_out(
+    app_client: httpx.AsyncClient,
+    tasks: TaskMonitor,
+    faults: Faults,
+    uploads: UploadsTable,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with faults.smtp.smtp_reply("rcpt", 451, nth=1) as greylist:
+        await upload(app_client, "march.csv")
+        outcome = await tasks.settle(within=10)
+        assert await greylist.read_hits() == 2  # the greylisted connection, and the retry's
+    outcome.assert_completed().assert_cleaned_up()
+    assert len(smtp_server.messages) == 1
+    (retry,) = [r for r in caplog.records if "trying again in" in r.getMessage()]
+    assert "451" in retry.getMessage()
+
+
+async def test_a_mail_that_may_have_gone_out_is_not_sent_twice(
+    app_client: httpx.AsyncClient,
+    tasks: TaskMonitor,
+    faults: Faults,
+    uploads: UploadsTable,
+    smtp_server: SmtpServer,
+) -> None:
+    """The connection drops after the message, before the reply: the server has it. A retry
+    would be a second mail; the job fails, logged, instead."""
+    async with faults.smtp.smtp_cut("data"):
+        await upload(app_client, "march.csv")
+        outcome = await tasks.settle(within=10)
+    outcome.assert_failed(aiosmtplib.SMTPServerDisconnected)
+    outcome.assert_logged(aiosmtplib.SMTPServerDisconnected)
+    outcome.assert_cleaned_up()
+    assert await uploads.count("march.csv") == ROWS
+    assert len(smtp_server.messages) == 1  # the one the app believes it did not send

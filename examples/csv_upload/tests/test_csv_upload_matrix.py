@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,9 @@ def start_run(report: Path, seed: int, *args: str) -> subprocess.Popen[str]:
         "--asyncfaults-seed",
         str(seed),
         "-p",
-        "no:faker",  # a plugin Litestar brings along: a third of a second at each start
+        "no:faker",  # the test tools' plugins: a second and a half at each start
+        "-p",
+        "no:hypothesispytest",
         "--asyncfaults-timeline-dir",
         str(report.parent / "timelines"),
         *args,
@@ -129,22 +132,37 @@ def test_the_buggy_app_fails_each_scenario_for_its_reason(buggy_matrix: dict[str
 
     # No timeout of its own: the job waits for ever on a database or a mail server
     # that does not answer, and the plugin reports the hang at the scenario's deadline.
-    for name in ("db_blackhole", "smtp_blackhole", "bandwidth_starvation"):
+    for name in ("db_blackhole", "db_login_stall", "smtp_blackhole", "bandwidth_starvation"):
         settle = load_scenario(SCENARIOS / f"{name}.toml").expect.settle
         assert found[name] == ("failed", f"hang: 1 task still pending after {settle:g} s"), name
 
     # Failures printed and swallowed: the job "completes" with nothing in the table or
     # no mail sent. flaky_30 resets the connection under this seed.
     swallowed = "a failure was swallowed"
-    for name in ("db_reset_mid_query", "flaky_30"):
+    for name in ("db_reset_mid_query", "flaky_30", "db_serialization_failure"):
         assert found[name] == (
             "failed",
             f"AssertionError: the job completed, yet 0 of 200 rows are in: {swallowed}",
         ), name
-    assert found["smtp_reset"] == (
+    for name in ("smtp_reset", "smtp_greylisted"):
+        assert found[name] == (
+            "failed",
+            f"AssertionError: the job completed, yet no mail was sent: {swallowed}",
+        ), name
+
+    # The server stopped under the 100th INSERT: rows one by one, no transaction, so the
+    # first 99 stay. The connection to the mail server dropped after the message, before
+    # its reply: the buggy job swallows the error and "completes", where the scenario
+    # expects the failure said out loud.
+    assert found["db_admin_shutdown_mid_insert"] == (
         "failed",
-        f"AssertionError: the job completed, yet no mail was sent: {swallowed}",
+        "AssertionError: half an upload is in the table: 99 of 200 rows",
     )
+    outcome, reason = found["smtp_cut_after_data"]
+    assert outcome == "failed"
+    assert re.fullmatch(
+        r"expected a SMTPServerDisconnected, got: 'ASGI POST /upload #\d+' completed", reason
+    ), reason
 
     # The outage window opens 0.2 s into the test: a job still inserting then leaves half
     # an upload behind (or none, if it was still connecting); a job that was done by then

@@ -150,6 +150,32 @@ async def test_repro_with_an_inline_fault_and_a_silent_failure(
     assert "Error:" in buggy.stdout  # its print(), the only trace it leaves
 
 
+@pytest.mark.asyncio
+async def test_repro_of_the_login_stall_names_the_phase_the_connection_is_held_in(
+    postgres_server: PostgresServer,
+    smtp_server: SmtpServer,
+    uploads: UploadsTable,
+    tmp_path: Path,
+) -> None:
+    """The case study's production cause, a login that never finishes, given inline."""
+    result = repro(
+        "buggy_app",
+        postgres_server,
+        smtp_server,
+        tmp_path,
+        "--toxic",
+        "postgres:pg_login:action=hold",
+    )
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert "faults (inline): postgres: pg_login action=hold" in out
+    assert "conn = await asyncpg.connect(settings.database_url)  # BUG: no timeout" in out
+    assert "postgres: connection 1 held in authentication" in out
+    timeline = (tmp_path / "timeline.html").read_text(encoding="utf-8")
+    assert "login held: the server&#x27;s answer is kept from the client" in timeline
+    assert await uploads.count() == 0
+
+
 def test_repro_bad_usage_names_the_option(tmp_path: Path) -> None:
     cases = {
         ("--proxy", "postgres"): "--proxy='postgres' is not valid: expected NAME=HOST:PORT",

@@ -1,0 +1,208 @@
+"""What reading PostgreSQL's protocol costs a round trip through the engine.
+
+The protocol toxics read every message of both directions, and the engine
+reads the client's side of every PostgreSQL connection from its first byte
+(so that a toxic joining later knows the statements prepared before). That
+must stay small next to what the engine costs a round trip anyway, or a test
+that only wants a latency toxic would pay for protocols it does not use.
+
+A Query answered by CommandComplete and ReadyForQuery, one at a time, is
+measured on six paths side by side. The differences sought are a few
+microseconds, on a machine other work keeps busy in bursts: each round
+measures every path in short batches, alternating (the order rotates), and
+keeps each path's least disturbed batch (the lowest median); every figure is
+the median over rounds of a per-round value:
+
+- ``direct_raw`` and ``direct_pg``: straight to the server (``bench/_peer.py``'s
+  tiny PostgreSQL server), without and with the protocol (a login, then
+  Queries; raw: the same sizes that are not PostgreSQL's);
+- ``engine_raw``: through the engine, raw: nothing in it reads the stream (the
+  engine's own cost, the baseline of the target);
+- ``engine_pg``: through the engine, with the protocol: its tracker reads the
+  client's messages;
+- ``engine_noop``: the same with a ``noop`` toxic on each stream: what any toxic
+  in the path costs (the data goes through a chain of stages instead of
+  straight to the other socket), reading nothing;
+- ``engine_reader``: the same with a protocol toxic on the proxy that matches
+  nothing (``pg_error`` on a statement that never comes), which takes a stage
+  in each direction's chain, as the two noops did: the toxic's two readers.
+
+The protocol reading's cost is the tracker's, ``(engine_pg - direct_pg) -
+(engine_raw - direct_raw)``, plus the readers', ``engine_reader -
+engine_noop``; target: at most 20% of the engine's own added round trip,
+``engine_raw - direct_raw``. The chain's own cost, ``engine_noop - engine_pg``,
+is reported beside them: it is any toxic's, not the protocol's. The client and
+the server run in other processes, so that they never take the GIL from the
+engine.
+
+Prints one JSON object. Exit status: 0 when the target is met (always in
+``--quick`` mode, a smoke test), 1 when it is missed, 2 when the benchmark
+itself failed (the JSON then has an ``error``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from proxy import START_TIMEOUT, PeerProcess, _closing, _r, median, percentile
+
+from pytest_asyncfaults import Engine, make_toxic
+
+PATHS: Final = (
+    "direct_raw",
+    "direct_pg",
+    "engine_raw",
+    "engine_pg",
+    "engine_noop",
+    "engine_reader",
+)
+TARGET_SHARE: Final = 0.20
+"""The protocol reading may add at most this share of the engine's own added round trip."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    batches: int
+    """Batches of each path in a round, alternating; the round keeps each path's best."""
+    warmup: int
+    count: int
+
+
+FULL: Final = Plan(rounds=9, batches=8, warmup=100, count=400)
+QUICK: Final = Plan(rounds=2, batches=2, warmup=50, count=150)
+
+
+def _rtt_p50_ms(client: PeerProcess, port: int, mode: str, plan: Plan) -> float:
+    answer = client.ask(
+        {"op": "pgrtt", "port": port, "mode": mode, "warmup": plan.warmup, "count": plan.count}
+    )
+    return percentile([ns / 1e6 for ns in answer["samples_ns"]], 0.5)
+
+
+def run(plan: Plan, quick: bool) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        server = PeerProcess("server")
+        stack.enter_context(_closing(server.close))
+        client = PeerProcess("client")
+        stack.enter_context(_closing(client.close))
+        pg_port = int(server.receive(START_TIMEOUT)["pg"])
+        client.receive(START_TIMEOUT)
+        engine = stack.enter_context(Engine(seed=1))
+        plain = engine.create_proxy("plain", f"127.0.0.1:{pg_port}")
+        noop = engine.create_proxy("noop", f"127.0.0.1:{pg_port}")
+        for stream in ("upstream", "downstream"):
+            engine.add_toxic("noop", make_toxic("noop", stream=stream))
+        read = engine.create_proxy("read", f"127.0.0.1:{pg_port}")
+        engine.add_toxic(
+            "read",
+            make_toxic("pg_error", attributes={"sqlstate": "40001", "match": "^NEVER SENT"}),
+        )
+        where = {
+            "direct_raw": (pg_port, "raw"),
+            "direct_pg": (pg_port, "pg"),
+            "engine_raw": (plain.port, "raw"),
+            "engine_pg": (plain.port, "pg"),
+            "engine_noop": (noop.port, "pg"),
+            "engine_reader": (read.port, "pg"),
+        }
+        rounds: list[dict[str, float]] = []
+        for index in range(plan.rounds):
+            batches: dict[str, list[float]] = {path: [] for path in PATHS}
+            for batch in range(plan.batches):
+                shift = (index * plan.batches + batch) % len(PATHS)
+                for path in PATHS[shift:] + PATHS[:shift]:
+                    batches[path].append(_rtt_p50_ms(client, *where[path], plan))
+            rounds.append({path: min(values) for path, values in batches.items()})
+        hits = engine.stats("read").toxics_hit
+        injected = [event for event in engine.protocol_events("read") if event.injected]
+    if not hits.get("pg_error_downstream") or injected:
+        raise RuntimeError(f"the reader was not on the path as planned: {hits}, {injected}")
+
+    def across(values: list[float]) -> float:
+        return _r(median(values))
+
+    engine_added = across([r["engine_raw"] - r["direct_raw"] for r in rounds])
+    tracker = across(
+        [(r["engine_pg"] - r["direct_pg"]) - (r["engine_raw"] - r["direct_raw"]) for r in rounds]
+    )
+    reader = across([r["engine_reader"] - r["engine_noop"] for r in rounds])
+    chain = across([r["engine_noop"] - r["engine_pg"] for r in rounds])
+    protocol = across(
+        [
+            (r["engine_pg"] - r["direct_pg"])
+            - (r["engine_raw"] - r["direct_raw"])
+            + (r["engine_reader"] - r["engine_noop"])
+            for r in rounds
+        ]
+    )
+    share = protocol / engine_added if engine_added > 0 else None
+    passed = share is not None and share <= TARGET_SHARE
+    return {
+        "benchmark": "protocol",
+        "mode": "quick" if quick else "full",
+        "rtt_p50_ms": {path: across([r[path] for r in rounds]) for path in PATHS},
+        "engine_added_rtt_p50_ms": engine_added,
+        "protocol_added_rtt_p50_ms": protocol,
+        "of_which": {"tracker_ms": tracker, "toxic_readers_ms": reader},
+        "any_toxics_chain_ms": chain,
+        "protocol_share_of_engine_added": None if share is None else _r(share, 3),
+        "targets": {
+            "enforced": not quick,
+            "all_passed": passed,
+            "protocol_share_of_engine_added": {
+                "measured": None if share is None else _r(share, 3),
+                "target": TARGET_SHARE,
+                "op": "<=",
+                "passed": passed,
+            },
+        },
+        "rounds": [{path: _r(value) for path, value in r.items()} for r in rounds],
+        "setup": {
+            "rounds": plan.rounds,
+            "batches_per_path_per_round": plan.batches,
+            "round_trips_per_batch": plan.count,
+            "warmup": plan.warmup,
+            "aggregation": (
+                "per round, each path's lowest batch p50; median over rounds of per-round "
+                "values and differences"
+            ),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": [_r(x, 2) for x in load_before],
+            "loadavg_after": [_r(x, 2) for x in os.getloadavg()],
+            "seconds": _r(time.perf_counter() - started, 1),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick", action="store_true", help="short smoke run; the target is not enforced"
+    )
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+    try:
+        report = run(QUICK if quick else FULL, quick)
+    except Exception as exc:  # any failure must still leave one JSON object and status 2
+        print(json.dumps({"benchmark": "protocol", "error": f"{type(exc).__name__}: {exc}"}))
+        return 2
+    print(json.dumps(report, indent=2))
+    if quick or report["targets"]["all_passed"]:
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
