@@ -147,7 +147,8 @@ def test_an_app_imported_before_the_environment_stops_the_test(
         )
     )
     pytester.makeini(INI)
-    result = run(pytester, postgres_server, *backend_args)
+    # -rN: pytest's short summary would repeat the message's first line on a wide terminal
+    result = run(pytester, postgres_server, "-rN", *backend_args)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
