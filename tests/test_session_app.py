@@ -135,6 +135,7 @@ def test_a_session_scoped_app_with_an_engine_made_at_import(
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        "-rN",  # the split below reads the reports, not pytest's short summary
         f"--asyncfaults-postgres-dsn={postgres_server.dsn}",
         *backend_args,
         timeout=90,
