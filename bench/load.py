@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
-    rounds = 2 if args.quick else 11
+    rounds = 1 if args.quick else 11
     try:
         report = measure(rounds)
     except Exception as exc:  # reported as JSON: the caller parses stdout

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Concatenate, Final, ParamSpec, TypedDict, TypeVar, Unpack, final
 
+from ._address import dsn_fields, dsn_with_address, mask_secrets
 from ._backends._base import ProxyHost
 from ._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from ._exceptions import (
@@ -87,6 +88,22 @@ class FaultWindow:
     removed_at: float | None = None
     start_after: int = 0
     duration: int | None = None
+    connections: int | None = None
+    """Connections the fault could touch while it was on (open when it went on, plus those
+    accepted until it came off); ``None`` where the server keeps no counters."""
+    listen: str = ""
+    _seen: tuple[int, int] | None = None
+
+    def opened(self, stats: ProxyStats | None) -> None:
+        """The proxy's counters as the fault goes on: connections open, connections accepted."""
+        if stats is not None:
+            self._seen = (stats.open, stats.accepted)
+
+    def closed(self, stats: ProxyStats | None) -> None:
+        """The proxy's counters as the fault comes off."""
+        if stats is not None and self._seen is not None:
+            was_open, accepted = self._seen
+            self.connections = was_open + max(0, stats.accepted - accepted)
 
     @property
     def starts_at(self) -> float:
@@ -155,6 +172,8 @@ class ToxicScope:
         self._window = self._proxy.record_fault(
             describe_toxic(self.spec), self.spec.start_after, self.spec.duration
         )
+        if self._window is not None:
+            self._window.opened(await self._proxy.counters())
         return self
 
     async def __aexit__(
@@ -165,6 +184,8 @@ class ToxicScope:
     ) -> None:
         if self._added:
             self._added = False
+            if self._window is not None:
+                self._window.closed(await run_to_completion(self._proxy.counters()))
             await run_to_completion(self._remove())
             if self._window is not None:
                 self._window.removed_at = time.monotonic()
@@ -220,10 +241,20 @@ class Proxy:
     ``start_after`` and ``duration`` (ms), and ``name``.
     """
 
-    def __init__(self, backend: Host, info: ProxyInfo, alias: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: Host,
+        info: ProxyInfo,
+        alias: str | None = None,
+        *,
+        service_dsn: str | None = None,
+    ) -> None:
         self.backend = backend
         self._info = info
         self._alias = alias or info.name
+        self.service_dsn = service_dsn
+        """The DSN of the server behind this proxy, when it is known (``postgres_server``'s):
+        what ``dsn`` points at the proxy, user, password and database kept."""
         self.journal: list[FaultWindow] | None = None
         """Where the faults put on this proxy are noted, while a test holds it (``Faults``)."""
 
@@ -271,6 +302,23 @@ class Proxy:
         return self._info.upstream
 
     @property
+    def dsn(self) -> str:
+        """The server's DSN through this proxy: its user, password and database, this address.
+
+        Known for the proxies of ``postgres_server`` (and of a ``--proxy`` given
+        as a DSN); an ``InvalidError`` otherwise.
+        """
+        if self.service_dsn is None:
+            raise InvalidError(
+                f"the proxy {self.name!r} ({self.listen} -> {self.upstream}) has no DSN: it "
+                f"was declared by its address alone; use the postgres_server fixture (its "
+                f"proxy faults.postgres knows the DSN; --asyncfaults-postgres-dsn names your "
+                f"own server), or declare the proxy with a DSN, "
+                f"{self.name}=postgresql://user:password@host:port/database"
+            )
+        return dsn_with_address(self.service_dsn, self.host, self.port)
+
+    @property
     def enabled(self) -> bool:
         return self._info.enabled
 
@@ -287,6 +335,13 @@ class Proxy:
     async def read_stats(self) -> ProxyStats:
         """``stats``, read without blocking the caller's event loop."""
         return await self.call(self.backend.target.stats)
+
+    async def counters(self) -> ProxyStats | None:
+        """``read_stats()``, or ``None`` from a server that keeps no counters (Toxiproxy)."""
+        try:
+            return await self.read_stats()
+        except AsyncFaultsError:
+            return None
 
     async def protocol_events(self) -> tuple[ProtocolEvent, ...]:
         """What this proxy's protocol toxics saw and did on its connections, oldest first:
@@ -312,7 +367,15 @@ class Proxy:
         """Note a fault put on now, in the journal of the test holding this proxy, if any."""
         if self.journal is None:
             return None
-        window = FaultWindow(self.name, description, time.monotonic(), None, start_after, duration)
+        window = FaultWindow(
+            self.name,
+            description,
+            time.monotonic(),
+            None,
+            start_after,
+            duration,
+            listen=self.listen,
+        )
         self.journal.append(window)
         return window
 
@@ -548,19 +611,32 @@ class Faults:
                 await run_to_completion(proxy.call(self.backend.target.delete_proxy))
 
     def fill(self, template: str, *, field: str) -> str:
-        """A value naming these proxies, filled in: ``DB_PORT={postgres.port}``.
+        """A value naming these proxies, filled in: ``DB_PORT={postgres.port}``,
+        ``DATABASE_URL={postgres.dsn}``.
 
         The app's settings come from where it reads them (the environment, a
-        config string); only the proxies' ``host``, ``port`` and ``listen`` are
-        worth naming there.
+        config string): a proxy's ``host``, ``port`` and ``listen``, and for a
+        proxy in front of a known server (``postgres_server``'s) the ``dsn``
+        through the proxy, its ``user``, ``password`` and ``database``.
         """
+        known = ", ".join(self._proxies) or "none"
+        shown = mask_secrets(template)
         try:
             return template.format_map(_ByName(self))
-        except (KeyError, AttributeError, IndexError, ValueError, NotFoundError) as exc:
-            known = ", ".join(self._proxies) or "none"
+        except NotFoundError as exc:
             raise InvalidError(
-                f"{field}={template!r} cannot be filled in ({exc}): expected {{name.port}}, "
-                f"{{name.host}} or {{name.listen}} of a proxy (proxies: {known})"
+                f"{field}={shown!r} cannot be filled in: no proxy named {exc.args[0]!r} in this "
+                f"test (proxies: {known}); {{postgres.FIELD}} and {{smtp.FIELD}} start the "
+                f"postgres_server and smtp_server fixtures, other proxies are declared in "
+                f"asyncfaults_proxies (or --asyncfaults-proxy NAME=HOST:PORT)"
+            ) from None
+        except InvalidError as exc:
+            raise InvalidError(f"{field}={shown!r} cannot be filled in: {exc}") from None
+        except (KeyError, AttributeError, IndexError, ValueError) as exc:
+            raise InvalidError(
+                f"{field}={shown!r} cannot be filled in ({exc}): expected {{NAME.FIELD}} with "
+                f"FIELD one of {', '.join(PLACEHOLDER_FIELDS)} (proxies: {known}); a literal "
+                f"brace is written twice, {{{{ or }}}}"
             ) from None
 
     def ports(self) -> dict[str, int]:
@@ -596,6 +672,10 @@ class Faults:
                 self.backend.delete_proxy(proxy.server_name)
 
 
+PLACEHOLDER_FIELDS: Final = ("host", "port", "listen", "dsn", "user", "password", "database")
+"""What ``{name.FIELD}`` may name: the proxy's address, and its server's DSN and parts."""
+
+
 @final
 class _ByName:
     """``{postgres.port}`` in a template: the proxy the name stands for."""
@@ -603,5 +683,29 @@ class _ByName:
     def __init__(self, faults: Faults) -> None:
         self._faults = faults
 
-    def __getitem__(self, name: str) -> Proxy:
-        return self._faults[name]
+    def __getitem__(self, name: str) -> _Fields:
+        if name not in self._faults._proxies:
+            raise NotFoundError(name)  # the name alone: fill() says the rest
+        return _Fields(self._faults[name])
+
+
+@final
+class _Fields:
+    """The fields of one proxy a template may name (and nothing else of the object)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def __getattr__(self, name: str) -> object:
+        proxy = self._proxy
+        if name in ("host", "port", "listen", "dsn"):
+            return getattr(proxy, name)
+        if name in ("user", "password", "database"):
+            return dsn_fields(proxy.dsn)[name]
+        raise AttributeError(f"a proxy has no field {name!r}")
+
+    def __format__(self, spec: str) -> str:
+        raise ValueError(
+            f"{{{self._proxy.name}}} names a proxy, not a value: add a field, "
+            f"{{{self._proxy.name}.port}}"
+        )

@@ -261,6 +261,29 @@ class Run:
             )
         return self.policed(found)
 
+    def untouched_faults(self) -> list[Problem]:
+        """Faults no connection went through while they were on: the app is not pointed at
+        the proxy (configured before the environment was set, or given the server's own
+        address), and a test of that fault proves nothing."""
+        policy = self.settings.untouched_faults
+        if policy == "off" or self.faults is None:
+            return []
+        found: list[Problem] = []
+        for window in self.faults.journal:
+            if window.connections != 0:
+                continue
+            kind = window.description.split(" ", 1)[0]
+            if window.description.startswith("timeout ") and "timeout=0" in window.description:
+                kind = "blackhole"
+            text = (
+                f"asyncfaults: {window.proxy}: {kind} on, 0 connections: is the "
+                f"app pointed at faults.{window.proxy} ({window.listen})? No connection went "
+                f"through the proxy while the fault ({window.description}) was on, so it tested "
+                f"nothing (setting untouched_faults)"
+            )
+            found.append((policy, text, f"{window.proxy}: {kind} on, 0 connections"))
+        return found
+
     async def cancel_spared(self) -> None:
         """Cancel, quietly and bounded, what ``allow`` spared and is still running: the
         next test starts clean, and no task is closed by the loop before its first step."""

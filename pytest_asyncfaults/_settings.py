@@ -117,6 +117,19 @@ class Settings:
     abandoned: LeakPolicy = _setting(
         "fail", _policy, "asyncio.gather left sibling tasks running: fail (default), warn, off"
     )
+    early_import: LeakPolicy = _setting(
+        "fail",
+        _policy,
+        "the app's module was imported before asyncfaults_env was applied (it read its "
+        "settings without the proxies): fail (default), warn, off (an app that reads them "
+        "only when it starts)",
+    )
+    untouched_faults: LeakPolicy = _setting(
+        "warn",
+        _policy,
+        "a fault no connection went through while it was on (is the app pointed at the "
+        "proxy?): warn (default), fail, off",
+    )
     library_tasks: LibraryTasks = _setting(
         "ignore",
         _library_tasks,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
+from ._address import mask_secrets
+
 __all__ = [
     "FaultSpan",
     "Mark",
@@ -738,7 +740,11 @@ def render_timeline(timeline: Timeline) -> str:
 
 
 def write_timeline(timeline: Timeline, path: Path) -> Path:
-    """Writes the document, creating the directories, so the report can just print the path."""
+    """Writes the document, creating the directories, so the report can just print the path.
+
+    A timeline is an artifact of CI, read by more people than may log in to the
+    database: no password the process knows of, nor any URL's, is written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_timeline(timeline), encoding="utf-8")
+    path.write_text(mask_secrets(render_timeline(timeline)), encoding="utf-8")
     return path

@@ -43,8 +43,14 @@ def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     until the run's session starts. A run that ends before (a usage error, which
     tests/test_bad_inputs.py makes on purpose) leaves the count up, and every
     @given test later in the same process then fails on a side-effect warning.
+
+    The terminal is 80 columns wide for every run, whatever the caller's: pytest's
+    short summary holds as much of a failure's message as the width lets it, so a
+    test that counts or splits a run's output would read another text on a wide
+    CI terminal.
     """
     monkeypatch.setenv("PYTEST_ADDOPTS", _WITHOUT_TOOL_PLUGINS)
+    monkeypatch.setenv("COLUMNS", "80")
     return pytester
 
 

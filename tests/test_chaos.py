@@ -191,6 +191,7 @@ def test_a_chaos_test_runs_once_per_scenario_under_its_faults(
             import pytest
 
             @pytest.mark.chaos
+            @pytest.mark.asyncfaults(untouched_faults="off")  # no connection: not the point
             async def test_upload(tasks, faults, chaos_scenario, request):
                 assert request.node.callspec.id == chaos_scenario.name
                 on = sorted(toxic.name for toxic in await faults.echo.toxics())

@@ -466,7 +466,9 @@ async def test_a_cut_after_data_is_the_ambiguous_delivery(
     assert "connection closed before the reply to the end of data" in events
 
 
-async def test_greeting_421_and_a_delayed_mail_from(protocol: Faults) -> None:
+async def test_greeting_421_and_a_delayed_mail_from(
+    protocol: Faults, smtp_server: SmtpServer
+) -> None:
     async with protocol.smtp.smtp_reply("greeting", 421):
         with pytest.raises(aiosmtplib.SMTPConnectResponseError) as closing:
             await send(protocol, mail())

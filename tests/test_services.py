@@ -25,12 +25,11 @@ import aiosmtplib
 import pytest
 
 from pytest_asyncfaults import Faults, InvalidError, PostgresServer, ServiceError, SmtpServer
-from pytest_asyncfaults._address import free_port
+from pytest_asyncfaults._address import dsn_with_address, free_port
 from pytest_asyncfaults._services import _postgres as _services
 from pytest_asyncfaults._services._postgres import (
     ExternalPostgres,
     PostgresCluster,
-    dsn_with_address,
     find_pg_bin,
     parse_dsn,
 )

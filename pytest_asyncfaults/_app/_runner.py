@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import re
 import sys
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, final
 
 import httpx
@@ -192,6 +193,7 @@ class AppRunner:
         finally:
             current_role.reset(token)
         failed = self._watch.failed = asyncio.get_running_loop().create_future()
+        logged_before = len(self.monitor.error_logs)
         with interrupt_past(limit, f"the lifespan's {phase} limit ({limit:g} s)"):
             await asyncio.wait({task, failed}, timeout=limit, return_when=FIRST_COMPLETED)
         self._watch.failed = None
@@ -224,9 +226,31 @@ class AppRunner:
         report = await self.monitor.hang_report(
             stuck, f"of the app's lifespan still pending after {limit:g} s ({phase} limit)"
         )
+        report += _logged_meanwhile(phase, self.monitor.error_logs[logged_before:])
         task.cancel()
         await asyncio.wait({task}, timeout=CANCEL_BOUND)
         raise LifespanError(report)
+
+
+LOGGED_SHOWN: Final = 5
+"""The app's error records a lifespan hang report quotes (the first ones: the cause)."""
+
+
+def _logged_meanwhile(phase: str, records: Sequence[logging.LogRecord]) -> str:
+    """What the app logged at ERROR while its lifespan step hung: a startup that retries a
+    login refused for a wrong password hangs, and the refusal is the cause to read first."""
+    if not records:
+        return ""
+    lines = [f"\n\nThe app logged, while its {phase} ran:"]
+    for record in records[:LOGGED_SHOWN]:
+        line = f"  {record.levelname} {record.name}: {' '.join(record.getMessage().split())}"
+        exception = record.exc_info[1] if record.exc_info else None
+        if exception is not None:
+            line += f": {describe_exception(exception)}"
+        lines.append(line[:300])
+    if len(records) > LOGGED_SHOWN:
+        lines.append(f"  ... and {len(records) - LOGGED_SHOWN} more")
+    return "\n".join(lines)
 
 
 @final

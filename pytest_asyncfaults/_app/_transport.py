@@ -21,12 +21,11 @@ import http
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 from urllib.parse import unquote
 
 import httpx
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import LoopBlockedError
 from .._tasks._context import RequestInfo, current_request, current_role
@@ -34,6 +33,14 @@ from .._tasks._monitor import create_request_task
 from .._tasks._watchdog import interrupt_past, interrupting
 
 __all__ = ["ServerLikeTransport"]
+
+# ASGI's own shapes (as Starlette spells them): written here, so that serving an app in
+# process needs no web framework installed.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _logger: Final = logging.getLogger("uvicorn.error")
 """uvicorn's logger, so that tests and log setups written for uvicorn find the errors."""

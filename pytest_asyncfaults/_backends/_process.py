@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import re
 import selectors
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Final, final
 
-from .._exceptions import EngineError
+from .._exceptions import EngineError, ServiceError
 
 START_TIMEOUT: Final = 15.0
 STOP_TIMEOUT: Final = 5.0
@@ -96,10 +97,28 @@ def _read_ready_line(stdout: IO[str], deadline: float) -> str | None:
     return None
 
 
+SERVE_STACK: Final = ("starlette", "uvicorn")
+"""What Toxiproxy's HTTP API (``asyncfaults serve``) is served with: the ``serve`` extra."""
+
+
+def require_serve_stack(what: str) -> None:
+    """Fail with what to install when the HTTP server stack is missing: it is an extra
+    (``pytest-asyncfaults[serve]``), so that an app pinned to an old Starlette, or one on
+    another framework, can install the plugin without it."""
+    missing = [name for name in SERVE_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ServiceError(
+            f"{what} needs the HTTP server stack ({', '.join(SERVE_STACK)}), and "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'pytest-asyncfaults[serve]'"
+        )
+
+
 def start_serve_process(
     *, seed: int | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> ServeProcess:
     """Start ``asyncfaults serve`` on a free loopback port and wait (bounded) until it serves."""
+    require_serve_stack("the engine in a child process (--asyncfaults-engine=process)")
     command = [
         sys.executable,
         "-m",

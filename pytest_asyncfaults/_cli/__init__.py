@@ -1,4 +1,4 @@
-"""The ``asyncfaults`` command: ``serve``, ``proxy``, ``repro`` and ``demo``."""
+"""The ``asyncfaults`` command: ``serve``, ``proxy``, ``repro``, ``report`` and ``demo``."""
 
 from __future__ import annotations
 

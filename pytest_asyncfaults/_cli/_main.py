@@ -104,6 +104,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="where the timeline (HTML) of a failure goes (default: the temp directory)",
     )
+    report = commands.add_parser(
+        "report",
+        help="chaos reports: merge the JSON reports of a matrix's shards",
+        description="Work with the JSON reports of --asyncfaults-report.",
+    )
+    report_commands = report.add_subparsers(dest="report_command", metavar="COMMAND")
+    merge = report_commands.add_parser(
+        "merge",
+        help="one matrix from the JSON reports of its shards (CI jobs, xdist on several machines)",
+        description="Merge the JSON reports of a chaos matrix cut in shards into the matrix one "
+        "run would have made; print it, and write it as JSON (-o) and as a page (--html). Exit "
+        "status: 0 every cell passed or was skipped, 1 one failed, 2 bad usage.",
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="the shards' reports")
+    merge.add_argument("-o", "--output", metavar="FILE", help="write the merged JSON report here")
+    merge.add_argument(
+        "--html", metavar="FILE", help="write the matrix as a self-contained HTML page here"
+    )
     proxy = commands.add_parser(
         "proxy",
         help="a standalone fault proxy for a server you run, with faults from the command line",
@@ -125,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(seed=args.seed)
     if args.command == "serve":
+        from .._backends._process import require_serve_stack
+        from .._exceptions import ServiceError
+
+        try:
+            require_serve_stack("asyncfaults serve")
+        except ServiceError as exc:
+            print(f"asyncfaults serve: {exc}", file=sys.stderr)
+            return 2
         from ._serve import run_serve
 
         return run_serve(
@@ -160,6 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"asyncfaults repro: {exc}", file=sys.stderr)
             return 2
         return run_repro(plan)
+    if args.command == "report":
+        if args.report_command != "merge":
+            report.print_help(sys.stderr)
+            return 2
+        from ._report import run_merge
+
+        return run_merge(args.reports, args.output, args.html)
     if args.command == "proxy":
         from ._proxy import run_proxy
 

@@ -27,7 +27,16 @@ from typing import Final, TextIO, final
 
 import httpx
 
-from .._address import env_pair, parse_address, parse_pair
+from .._address import (
+    env_pair,
+    format_address,
+    mask_env,
+    mask_secrets,
+    parse_address,
+    parse_pair,
+    register_dsn,
+    register_secret,
+)
 from .._app._runner import AppRunner, check_app_spec, load_app, make_client
 from .._backends._embedded import Engine
 from .._exceptions import AsyncFaultsError, HangError, InvalidError, LifespanError
@@ -36,6 +45,7 @@ from .._frames import describe_exception
 from .._run import Run, describe_faults
 from .._scenario._inline import scenario_from_options
 from .._scenario._model import Expectations, Scenario
+from .._services._postgres import parse_dsn
 from .._settings import Settings
 from .._tasks._monitor import TaskMonitor
 from .._tasks._outcome import Outcome
@@ -74,6 +84,8 @@ class ReproPlan:
     app: str
     upstreams: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
+    dsns: dict[str, str] = field(default_factory=dict)
+    """Per proxy given as a DSN, that DSN: what ``{name.dsn}`` points at the proxy."""
     scenario: Scenario | None = None
     request: ReproRequest = field(default_factory=ReproRequest)
     within: float | None = None
@@ -116,16 +128,23 @@ def make_plan(
     """Check every part of the command line; the first bad one raises ``InvalidError``."""
     check_app_spec("APP", app)
     upstreams: dict[str, str] = {}
+    dsns: dict[str, str] = {}
     for name, upstream in _pairs(
-        "--proxy", proxies, "NAME=HOST:PORT, e.g. postgres=127.0.0.1:5432"
+        "--proxy", proxies, "NAME=HOST:PORT or NAME=postgresql://user:password@host:port/db"
     ):
         check_name(f"--proxy {name}", name)
-        parse_address(f"--proxy {name}", upstream)
         if name in upstreams:
             raise InvalidError(
-                f"--proxy {name}={upstream} is not valid: {name} was given already "
-                f"(--proxy {name}={upstreams[name]}): proxy names must be unique"
+                f"--proxy {name}={mask_secrets(upstream)} is not valid: {name} was given "
+                f"already (--proxy {name}={mask_secrets(upstreams[name])}): proxy names must be "
+                f"unique"
             )
+        if "://" in upstream:
+            dsns[name] = upstream
+            register_dsn(upstream)  # never printed
+            upstream = format_address(*parse_dsn(f"--proxy {name}", upstream))
+        else:
+            parse_address(f"--proxy {name}", upstream)
         upstreams[name] = upstream
     if not upstreams:
         raise InvalidError("--proxy is missing: name at least one upstream, NAME=HOST:PORT")
@@ -183,6 +202,7 @@ def make_plan(
         app=app,
         upstreams=upstreams,
         env=env_vars,
+        dsns=dsns,
         scenario=plan_scenario,
         request=ReproRequest(method, path, body, upload, header_list),
         within=within,
@@ -215,7 +235,8 @@ def run_repro(plan: ReproPlan, out: TextIO = sys.stdout) -> int:
 
 
 def say(out: TextIO, text: str = "") -> None:
-    print(text, file=out, flush=True)
+    """Print a line of the replay: no password the run knows of, nor any URL's, shown."""
+    print(mask_secrets(text), file=out, flush=True)
 
 
 async def _replay(plan: ReproPlan, engine: Engine, out: TextIO) -> int:
@@ -225,10 +246,13 @@ async def _replay(plan: ReproPlan, engine: Engine, out: TextIO) -> int:
     try:
         for name, upstream in plan.upstreams.items():
             proxy = await faults.create(name, upstream)
+            proxy.service_dsn = plan.dsns.get(name)
             say(out, f"  proxy {name}: {proxy.listen} -> {proxy.upstream}")
         for name, template in plan.env.items():
             os.environ[name] = faults.fill(template, field=f"--env {name}")
-            say(out, f"  env {name}={os.environ[name]}")
+            if mask_env(name, os.environ[name]) == "***":
+                register_secret(os.environ[name])
+            say(out, f"  env {name}={mask_env(name, os.environ[name])}")
         try:
             app = load_app(plan.app, field="APP")
         except InvalidError:

@@ -18,8 +18,11 @@ from ._fixtures import postgres_server as postgres_server
 from ._fixtures import smtp_server as smtp_server
 from ._fixtures import tasks as tasks
 from ._hooks import pytest_configure as pytest_configure
+from ._hooks import pytest_configure_node as pytest_configure_node
+from ._hooks import pytest_fixture_setup as pytest_fixture_setup
 from ._hooks import pytest_report_header as pytest_report_header
 from ._hooks import pytest_runtest_call as pytest_runtest_call
+from ._hooks import pytest_runtest_makereport as pytest_runtest_makereport
 from ._hooks import pytest_runtest_setup as pytest_runtest_setup
 from ._hooks import pytest_runtest_teardown as pytest_runtest_teardown
 from ._hooks import pytest_sessionfinish as pytest_sessionfinish

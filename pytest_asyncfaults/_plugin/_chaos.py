@@ -13,21 +13,19 @@ and writes the JSON report.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
 import pytest
 
 from .._exceptions import ScenarioError
+from .._scenario._matrix import MatrixRow, dump_document, format_matrix, matrix_document
 from ._keys import SEED_KEY, harness_of
 
 FIXTURE: Final = "chaos_scenario"
 """The parameter chaos tests get: the ``Scenario`` they run under."""
 _PROPERTY: Final = "asyncfaults_"
-_REPORT_VERSION: Final = 1
 
 if TYPE_CHECKING:
     from .._scenario._model import Scenario
@@ -41,18 +39,6 @@ def scenario_paths(config: pytest.Config) -> list[Path]:
         return [Path(path) for path in given]
     base = config.inipath.parent if config.inipath is not None else config.rootpath
     return [base / line for line in config.getini("asyncfaults_scenarios")]
-
-
-@final
-@dataclass(frozen=True)
-class MatrixRow:
-    test: str
-    scenario: str
-    outcome: str
-    reason: str
-    duration: float
-    timeline: str | None
-    nodeid: str
 
 
 @final
@@ -192,11 +178,9 @@ class ChaosMatrix:
         path = report_path(self.config)
         if path is None:
             return
-        rows = sorted(self.rows.values(), key=lambda row: (row.test, row.scenario))
-        document = {
-            "version": _REPORT_VERSION,
-            "seed": self.config.stash.get(SEED_KEY, None),
-            "scenarios": [
+        document = matrix_document(
+            seed=self.config.stash.get(SEED_KEY, None),
+            scenarios=[
                 {
                     "name": scenario.name,
                     "file": None if scenario.path is None else str(scenario.path),
@@ -206,24 +190,9 @@ class ChaosMatrix:
                 }
                 for scenario in self.scenarios
             ],
-            "results": [
-                {
-                    "test": row.test,
-                    "scenario": row.scenario,
-                    "outcome": row.outcome,
-                    "reason": row.reason,
-                    "duration": row.duration,
-                    "timeline": row.timeline,
-                    "nodeid": row.nodeid,
-                }
-                for row in rows
-            ],
-            "summary": {
-                outcome: sum(1 for row in rows if row.outcome == outcome)
-                for outcome in ("passed", "failed", "error", "skipped")
-            },
-        }
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            rows=list(self.rows.values()),
+        )
+        path.write_text(dump_document(document), encoding="utf-8")
 
 
 """The run's seed, for the JSON report (set by the plugin when the engine starts)."""
@@ -244,56 +213,6 @@ def path_setting(config: pytest.Config, name: str) -> Path | None:
 
 def report_path(config: pytest.Config) -> Path | None:
     return path_setting(config, "report")
-
-
-def format_matrix(rows: Sequence[MatrixRow]) -> list[str]:
-    """Scenario down, test across, a word a cell; then each failure's reason, in full."""
-    tests = list(dict.fromkeys(row.test for row in rows))
-    scenarios = sorted(dict.fromkeys(row.scenario for row in rows))
-    verdicts = {(row.scenario, row.test): row for row in rows}
-    labels = _column_labels(tests)
-    first = max(len("scenario"), *(len(name) for name in scenarios)) + 2
-    widths = [max(len(label), len("skipped")) for label in labels]
-    lines = [
-        "scenario".ljust(first)
-        + "  ".join(name.ljust(w) for name, w in zip(labels, widths, strict=True))
-    ]
-    for scenario in scenarios:
-        cells = []
-        for test, column in zip(tests, widths, strict=True):
-            row = verdicts.get((scenario, test))
-            cells.append(
-                ("-" if row is None else _WORDS.get(row.outcome, row.outcome)).ljust(column)
-            )
-        lines.append((scenario.ljust(first) + "  ".join(cells)).rstrip())
-    failed = [row for row in rows if row.outcome in ("failed", "error")]
-    if failed:
-        lines.append("")
-        for row in sorted(failed, key=lambda row: (row.test, row.scenario)):
-            label = labels[tests.index(row.test)]
-            head = f"{_WORDS[row.outcome]} {row.scenario} x {label}: "
-            lines.append(head + (row.reason or "(no reason given)"))
-    if labels != tests:
-        lines += ["", *(f"{label} = {test}" for label, test in zip(labels, tests, strict=True))]
-    counts = {outcome: sum(1 for row in rows if row.outcome == outcome) for outcome in _WORDS}
-    lines.append(
-        ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
-        + f" ({len(rows)} runs of {len(tests)} test{'s' if len(tests) != 1 else ''} "
-        f"x {len(scenarios)} scenario{'s' if len(scenarios) != 1 else ''})"
-    )
-    return lines
-
-
-def _column_labels(tests: Sequence[str]) -> list[str]:
-    """As short as the columns can be told apart: ``[buggy]`` when only parameters differ."""
-    names = [test.rsplit("::", 1)[-1] for test in tests]
-    bases = {name.split("[", 1)[0] for name in names}
-    if len(bases) == 1 and len(names) > 1 and all("[" in name for name in names):
-        return ["[" + name.split("[", 1)[1] for name in names]
-    return names if len(set(names)) == len(names) else list(tests)
-
-
-_WORDS: Final = {"passed": "passed", "failed": "FAILED", "error": "ERROR", "skipped": "skipped"}
 
 
 def scenario_of(item: pytest.Item) -> Scenario | None:

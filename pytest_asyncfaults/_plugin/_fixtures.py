@@ -7,7 +7,6 @@ user API, the task monitor and the app runner, which know nothing of pytest.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,15 @@ from .._settings import resolve
 from ._chaos import FIXTURE as CHAOS_FIXTURE
 from ._chaos import scenario_of
 from ._keys import HARNESS_KEY, SET_ASIDE_KEY, fail_once
-from ._options import app_spec, env_lines, ini_reader, option_reader, timeline_dir
+from ._options import (
+    app_spec,
+    declared_proxies,
+    env_lines,
+    ini_reader,
+    named_proxies,
+    option_reader,
+    timeline_dir,
+)
 from ._session import SERVICE_FIXTURES, proxy_to, run_services, run_session
 
 if TYPE_CHECKING:
@@ -48,7 +55,7 @@ def postgres_server(pytestconfig: pytest.Config) -> PostgresServer:
         server = run_services(pytestconfig).postgres()
     except AsyncFaultsError as exc:
         raise fail_once(str(exc)) from None
-    proxy_to(pytestconfig, "postgres", server.address)
+    proxy_to(pytestconfig, "postgres", server.address, server.dsn)
     return server
 
 
@@ -80,9 +87,8 @@ def faults(request: pytest.FixtureRequest) -> Iterator[Faults]:
     At the end of the test, proxies it created are deleted, and declared ones
     are left as they were found: enabled, with no toxic.
     """
-    for fixture in SERVICE_FIXTURES:  # the test's services declare their proxies first
-        if fixture in request.fixturenames:
-            request.getfixturevalue(fixture)
+    for fixture in services_wanted(request):  # the test's services declare their proxies first
+        request.getfixturevalue(fixture)
     session = run_session(request.config)
     from .._faults import Faults
 
@@ -166,10 +172,13 @@ def chaos_scenario(request: pytest.FixtureRequest) -> Scenario:
 
 
 @pytest.fixture
-def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dict[str, str]]:
-    """The ini key ``asyncfaults_env``, formatted with the test's proxies, set in os.environ.
+def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> dict[str, str]:
+    """The environment the app reads, set in ``os.environ`` before the app is imported.
 
-    Override it to return your own mapping; the previous environment comes back after.
+    By default the ini key ``asyncfaults_env`` (and ``--asyncfaults-env``), each value
+    filled in with the test's proxies: ``DATABASE_URL={postgres.dsn}``. Override it to
+    return your own mapping: whatever this fixture returns is applied, and the previous
+    environment comes back after the test.
     """
     env = {}
     for name, template in env_lines(pytestconfig).items():
@@ -177,16 +186,20 @@ def asyncfaults_env(pytestconfig: pytest.Config, faults: Faults) -> Iterator[dic
             env[name] = faults.fill(template, field=f"asyncfaults_env {name}")
         except InvalidError as exc:
             raise fail_once(str(exc)) from None
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield env
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return env
+
+
+def services_wanted(request: pytest.FixtureRequest) -> list[str]:
+    """The service fixtures a test needs: those it names, and those its environment names
+    (``{postgres.dsn}`` in ``asyncfaults_env`` starts ``postgres_server``)."""
+    wanted: list[str] = [f for f in SERVICE_FIXTURES if f in request.fixturenames]
+    if "asyncfaults_env" in request.fixturenames:
+        declared = declared_proxies(request.config)
+        for name in sorted(named_proxies(env_lines(request.config))):
+            fixture = f"{name}_server"
+            if fixture in SERVICE_FIXTURES and name not in declared and fixture not in wanted:
+                wanted.append(fixture)
+    return wanted
 
 
 @pytest.fixture

@@ -222,6 +222,7 @@ class Harness:
                         run.release_frames(escaped)
                         gc.collect()  # unawaited coroutines and lost tasks show up now
                         problems += run.findings(caught, escaped)
+                        problems += run.untouched_faults()
                         problems += await self._stop_app(escaped)
                         await run.cancel_spared()
                         problems += await run.threads_left()

@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,7 +19,14 @@ from .._exceptions import InvalidError
 from .._settings import resolve
 from .._tasks._threads import guard_exit
 from ._chaos import ChaosMatrix, load_configured, scenario_of
-from ._keys import HARNESS_KEY, SERVICES_KEY, SESSION_KEY, SET_ASIDE_KEY, TIMEOUT_TIMER_KEY
+from ._keys import (
+    HARNESS_KEY,
+    SEED_KEY,
+    SERVICES_KEY,
+    SESSION_KEY,
+    SET_ASIDE_KEY,
+    TIMEOUT_TIMER_KEY,
+)
 from ._options import (
     app_spec,
     check_report_path,
@@ -29,9 +36,11 @@ from ._options import (
     ini_reader,
     option_reader,
     postgres_dsn,
-    read_seed,
+    run_seed,
+    seed_was_given,
     toxiproxy_url,
 )
+from ._secrets import mask_report
 from ._session import run_session
 
 if TYPE_CHECKING:
@@ -48,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "whose names match the patterns given), checking each one's expectations",
     )
     # Bad settings are a usage error at start, not an error in every fixture.
-    read_seed(config)
+    run_seed(config)
     toxiproxy_url(config)
     engine_mode(config)
     app_spec(config)
@@ -102,8 +111,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if url is not None:
         backend = f"asyncfaults: Toxiproxy server at {url}"
     else:
-        seed = read_seed(config)
-        shown = "a fresh seed per run (shown when the engine starts)" if seed is None else seed
+        seed = run_seed(config)
+        shown = (
+            str(seed)
+            if seed_was_given(config)
+            else f"{seed} (fresh: repeat with --asyncfaults-seed={seed})"
+        )
         where = "in a child process" if engine_mode(config) == "process" else "in process"
         backend = f"asyncfaults: embedded fault engine {where}, seed {shown}"
     settings = resolve({}, option_reader(config), ini_reader(config))
@@ -113,6 +126,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"(grace {settings.leak_grace:g} s), lifespan limits {settings.startup_timeout:g} s / "
         f"{settings.shutdown_timeout:g} s",
     ]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller starting a worker: every worker draws with the run's seed."""
+    node.workerinput["asyncfaults_seed"] = run_seed(node.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test that had proxies says the seed its faults were drawn from; and no
+    report carries a password the plugin knows (a DSN in an assertion, a log line)."""
+    report = yield
+    if report.failed and "faults" in getattr(item, "fixturenames", ()):
+        seed = item.config.stash.get(SEED_KEY, None)
+        if seed is not None and toxiproxy_url(item.config) is None:
+            report.sections.append(
+                ("asyncfaults", f"seed {seed}: repeat this run with --asyncfaults-seed={seed}")
+            )
+    mask_report(report)
+    return report
 
 
 @pytest.hookimpl(trylast=True)
@@ -145,6 +181,24 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     timeout = getattr(settings, "timeout", None)
     if isinstance(timeout, int | float) and timeout > 0:
         item.stash[TIMEOUT_TIMER_KEY] = (time.monotonic(), float(timeout))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: Any, request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """Apply whatever ``asyncfaults_env`` returned (the default, or a user's override), and
+    check that the app ``asgi_app`` returned was not configured before it."""
+    value = yield
+    if fixturedef.argname == "asyncfaults_env":
+        from ._env import apply_env
+
+        apply_env(request, fixturedef, value)
+    elif fixturedef.argname == "asgi_app":
+        from ._env import check_app_import
+
+        check_app_import(request, value)
+    return value
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -13,6 +13,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .._services._shared import Services
+    from ._env import EnvBaseline
     from ._harness import Harness
     from ._session import Session
 
@@ -29,6 +30,10 @@ SET_ASIDE_KEY: pytest.StashKey[bool] = pytest.StashKey()
 after its tear-down, where what that finds is this test's."""
 SEED_KEY: pytest.StashKey[int | None] = pytest.StashKey()
 """On the config: the engine's seed, for the chaos report."""
+ENV_BASELINE_KEY: pytest.StashKey[EnvBaseline] = pytest.StashKey()
+"""On the config: the modules and environment of the run when it first applied the app's."""
+APPLIED_ENV_KEY: pytest.StashKey[dict[str, str]] = pytest.StashKey()
+"""On a test item: the environment applied for it (what ``asyncfaults_env`` returned)."""
 
 
 def harness_of(item: pytest.Item) -> Harness | None:

@@ -8,19 +8,29 @@ scenarios, report, timelines) are declared here.
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from .._address import env_pair, parse_address, parse_pair, parse_url
+from .._address import (
+    env_pair,
+    format_address,
+    mask_secrets,
+    parse_address,
+    parse_pair,
+    parse_url,
+    register_dsn,
+)
 from .._exceptions import InvalidError
 from .._settings import HELP as SETTING_HELP
 from .._settings import MANY as MANY_VALUED
 from .._values import INT64_MAX, choice, integer_text, shown, spelled
 from ._chaos import path_setting
+from ._keys import SEED_KEY
 
 if TYPE_CHECKING:
     pass
@@ -54,9 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "asyncfaults_engine", "where the embedded engine runs: thread or process", default=""
     )
     group.addoption(
+        "--asyncfaults-toxiproxy-url",
         "--toxiproxy-url",
         dest="toxiproxy_url",
         default=None,
+        metavar="URL",
         help="use the Toxiproxy HTTP API at this URL instead of the embedded engine "
         "(also: TOXIPROXY_URL, ini asyncfaults_toxiproxy_url)",
     )
@@ -82,6 +94,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
     )
     group.addoption(
+        "--asyncfaults-proxy",
+        dest="asyncfaults_proxy",
+        action="append",
+        default=None,
+        metavar="NAME=HOST:PORT",
+        help="a proxy every test gets in the faults fixture (faults.NAME), to HOST:PORT or to "
+        "the server of a postgresql:// DSN; may be repeated (ini asyncfaults_proxies)",
+    )
+    group.addoption(
         "--asyncfaults-app",
         dest="asyncfaults_app",
         default=None,
@@ -91,9 +112,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "asyncfaults_env",
         "environment the app reads, set before it is imported, one 'NAME=value' a line; "
-        "values may name proxies: DB_PORT={postgres.port}",
+        "values may name proxies: DATABASE_URL={postgres.dsn}, DB_PORT={postgres.port}",
         type="linelist",
         default=[],
+    )
+    group.addoption(
+        "--asyncfaults-env",
+        dest="asyncfaults_env",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="environment the app reads, set before it is imported; values may name proxies: "
+        "DATABASE_URL={postgres.dsn}; may be repeated, and wins over the ini key "
+        "asyncfaults_env line of the same NAME",
     )
     group.addoption(
         "--asyncfaults-scenarios",
@@ -178,6 +209,26 @@ def read_seed(config: pytest.Config) -> int | None:
         ) from None
 
 
+def run_seed(config: pytest.Config) -> int:
+    """The run's seed: the one given, else the controller's (an xdist worker), else a fresh
+    one, drawn once at start so that the header, every failing test's report and the JSON
+    report show the seed that repeats the run."""
+    seed = config.stash.get(SEED_KEY, None)
+    if seed is None:
+        seed = read_seed(config)
+        worker = getattr(config, "workerinput", None)
+        if seed is None and isinstance(worker, dict) and "asyncfaults_seed" in worker:
+            seed = int(worker["asyncfaults_seed"])
+        if seed is None:
+            seed = secrets.randbits(32)
+        config.stash[SEED_KEY] = seed
+    return seed
+
+
+def seed_was_given(config: pytest.Config) -> bool:
+    return read_seed(config) is not None
+
+
 def toxiproxy_url(config: pytest.Config) -> str | None:
     for where, value in (
         ("--toxiproxy-url", config.getoption("toxiproxy_url")),
@@ -242,28 +293,42 @@ def app_spec(config: pytest.Config) -> tuple[str, str] | None:
         raise _usage(exc) from None
 
 
-def declared_proxies(config: pytest.Config) -> dict[str, str]:
-    declared: dict[str, str] = {}
-    for line in config.getini("asyncfaults_proxies"):
+def declared_proxies(config: pytest.Config) -> dict[str, tuple[str, str | None]]:
+    """Per name, the upstream ``host:port`` and the server's DSN when one was given: the
+    ini key ``asyncfaults_proxies``, then ``--asyncfaults-proxy`` (which wins by name)."""
+    declared: dict[str, tuple[str, str | None]] = {}
+    lines = [("asyncfaults_proxies", line) for line in config.getini("asyncfaults_proxies")]
+    lines += [("--asyncfaults-proxy", text) for text in config.getoption("asyncfaults_proxy") or []]
+    seen: dict[tuple[str, str], str] = {}
+    for where, line in lines:
         from .._toxics._spec import check_name  # loaded only for a suite that names proxies
 
         try:
             name, upstream = parse_pair(
-                f"asyncfaults_proxies line {shown(line)}",
+                f"{where} line {mask_secrets(shown(line))}",
                 line,
                 "name=host:port",
                 value_required=False,
             )
-            check_name("asyncfaults_proxies name", name)
-            parse_address(f"asyncfaults_proxies {name}", upstream)
-            if name in declared:
+            check_name(f"{where} name", name)
+            if (where, name) in seen:
                 raise InvalidError(
-                    f"asyncfaults_proxies line {shown(line)} is not valid: the name {name!r} "
-                    f"is declared twice (the first line says {name}={declared[name]})"
+                    f"{where} line {mask_secrets(shown(line))} is not valid: the name {name!r} "
+                    f"is declared twice (the first line says {mask_secrets(seen[where, name])})"
                 )
+            seen[where, name] = line
+            dsn = None
+            if "://" in upstream:
+                from .._services._postgres import parse_dsn
+
+                dsn = upstream
+                upstream = format_address(*parse_dsn(f"{where} {name}", dsn))
+                register_dsn(dsn)
+            else:
+                parse_address(f"{where} {name}", upstream)
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
-        declared[name] = upstream
+        declared[name] = (upstream, dsn)
     return declared
 
 
@@ -276,18 +341,32 @@ def ini_reader(config: pytest.Config) -> Callable[[str], object]:
 
 
 def env_lines(config: pytest.Config) -> dict[str, str]:
+    """The ini key ``asyncfaults_env``, then ``--asyncfaults-env`` (which wins by name)."""
     env: dict[str, str] = {}
-    for line in config.getini("asyncfaults_env"):
+    lines = [("asyncfaults_env", line) for line in config.getini("asyncfaults_env")]
+    lines += [("--asyncfaults-env", text) for text in config.getoption("asyncfaults_env") or []]
+    seen: set[tuple[str, str]] = set()
+    for where, line in lines:
         try:
-            name, value = env_pair(f"asyncfaults_env line {shown(line)}", line)
-            if name in env:
+            name, value = env_pair(f"{where} line {mask_secrets(shown(line))}", line)
+            if (where, name) in seen:
                 raise InvalidError(
-                    f"asyncfaults_env line {shown(line)} is not valid: {name} is set twice"
+                    f"{where} line {mask_secrets(shown(line))} is not valid: {name} is set twice"
                 )
+            seen.add((where, name))
         except InvalidError as exc:
             raise pytest.UsageError(str(exc)) from None
         env[name] = value
     return env
+
+
+ENV_PLACEHOLDER: Final = re.compile(r"(?<!\{)\{(\w+)\.")
+"""``{postgres.`` in a template: the proxy it names (``{{`` is a literal brace)."""
+
+
+def named_proxies(env: dict[str, str]) -> set[str]:
+    """The proxies an environment's templates name: ``{postgres.dsn}`` names ``postgres``."""
+    return {name for value in env.values() for name in ENV_PLACEHOLDER.findall(value)}
 
 
 def check_report_path(config: pytest.Config) -> None:
@@ -307,10 +386,12 @@ def check_report_path(config: pytest.Config) -> None:
 
 
 def timeline_dir(config: pytest.Config) -> Path:
+    """``--asyncfaults-timeline-dir``, else pytest's cache, else ``.asyncfaults/timelines``
+    under the rootdir: never a directory that other projects' timelines share."""
     given = path_setting(config, "timeline_dir")
     if given is not None:
         return given
     cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("asyncfaults-timelines"))
-    return Path(tempfile.gettempdir()) / "asyncfaults-timelines"
+    return config.rootpath / ".asyncfaults" / "timelines"

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from .._exceptions import AsyncFaultsError
-from ._keys import SEED_KEY, SERVICES_KEY, SESSION_KEY
-from ._options import declared_proxies, engine_mode, postgres_dsn, read_seed, toxiproxy_url
+from ._keys import SERVICES_KEY, SESSION_KEY
+from ._options import declared_proxies, engine_mode, postgres_dsn, run_seed, toxiproxy_url
 
 if TYPE_CHECKING:
     from .._backends._base import ProxyHost
@@ -83,16 +83,13 @@ def start_session(config: pytest.Config) -> Session:
             prefix = f"af-{secrets.token_hex(4)}-{worker}-"
             return Session(ToxiproxyHost(url).start(), prefix=prefix)
         if engine_mode(config) == "process":
-            config.stash[SEED_KEY] = read_seed(config)
-            child = start_serve_process(seed=read_seed(config))
+            child = start_serve_process(seed=run_seed(config))
             try:
                 return Session(ToxiproxyHost(child.url).start(), child=child)
             except BaseException:
                 child.stop()
                 raise
-        engine = Engine(seed=read_seed(config))
-        config.stash[SEED_KEY] = engine.seed
-        return Session(engine.start())
+        return Session(Engine(seed=run_seed(config)).start())
     except AsyncFaultsError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -104,22 +101,24 @@ def run_session(config: pytest.Config) -> Session:
     if session is None:
         session = start_session(config)
         config.stash[SESSION_KEY] = session
-        for name, upstream in declared_proxies(config).items():
+        for name, (upstream, dsn) in declared_proxies(config).items():
             info = session.host.create_proxy(session.prefix + name, upstream)
-            session.declared[name] = Proxy(session.host, info, alias=name)
+            session.declared[name] = Proxy(session.host, info, alias=name, service_dsn=dsn)
     return session
 
 
-def proxy_to(config: pytest.Config, name: str, address: str) -> None:
+def proxy_to(config: pytest.Config, name: str, address: str, dsn: str | None = None) -> None:
+    """Declare the proxy ``faults.<name>`` to a service, as if the ini file named it; ``dsn``
+    (the server's, if it has one) is what ``{name.dsn}`` points at the proxy."""
     from .._faults import Proxy
 
-    """Declare the proxy ``faults.<name>`` to a service, as if the ini file named it."""
     session = run_session(config)
     if name in session.declared:
         pytest.fail(
-            f"asyncfaults_proxies declares a proxy named {name!r}, and the {name}_server "
-            f"fixture makes one of that name to its server: rename or remove the ini line",
+            f"asyncfaults_proxies declares a proxy named {name!r} (the ini key, or "
+            f"--asyncfaults-proxy), and the {name}_server fixture makes one of that name to its "
+            f"server: rename or remove that declaration",
             pytrace=False,
         )
     info = session.host.create_proxy(session.prefix + name, address)
-    session.declared[name] = Proxy(session.host, info, alias=name)
+    session.declared[name] = Proxy(session.host, info, alias=name, service_dsn=dsn)

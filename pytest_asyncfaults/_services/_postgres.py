@@ -49,9 +49,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Protocol, Self
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from .._address import free_port
+from .._address import (
+    dsn_fields,
+    dsn_with_address,
+    free_port,
+    mask_secrets,
+    register_dsn,
+    register_secret,
+)
 from .._exceptions import InvalidError, ServiceError
 
 PG_BIN_GLOBS: Final = ("/usr/lib/postgresql/*/bin",)
@@ -104,7 +111,7 @@ class HasAddress(Protocol):
 
 def _masked(dsn: str) -> str:
     """The DSN with its password hidden: error messages end up in CI logs."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", dsn)
+    return mask_secrets(dsn)
 
 
 def parse_dsn(setting: str, dsn: str) -> tuple[str, int]:
@@ -134,15 +141,6 @@ def parse_dsn(setting: str, dsn: str) -> tuple[str, int]:
     return parts.hostname, port or 5432
 
 
-def dsn_with_address(dsn: str, host: str, port: int) -> str:
-    """The same DSN (user, password, database, options) pointed at ``host:port``."""
-    parts = urlsplit(dsn)
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    shown = f"[{host}]" if ":" in host else host
-    netloc = f"{userinfo}{at}{shown}:{port}"
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
@@ -161,6 +159,21 @@ class PostgresServer(ABC):
     @property
     @abstractmethod
     def port(self) -> int: ...
+
+    @property
+    def user(self) -> str:
+        """The user of ``dsn``: what an app configured by separate variables logs in as."""
+        return dsn_fields(self.dsn)["user"]
+
+    @property
+    def password(self) -> str:
+        """The password of ``dsn`` (a cluster's own is random, made when it starts)."""
+        return dsn_fields(self.dsn)["password"]
+
+    @property
+    def database(self) -> str:
+        """The database of ``dsn``."""
+        return dsn_fields(self.dsn)["database"]
 
     @property
     def address(self) -> str:
@@ -200,6 +213,7 @@ class ExternalPostgres(PostgresServer):
         self._dsn = dsn.strip()
         self._setting = setting
         self._host, self._port = parse_dsn(setting, self._dsn)
+        register_dsn(self._dsn)  # never printed by us, whatever report carries it
 
     def __repr__(self) -> str:
         return f"<ExternalPostgres {_masked(self._dsn)}>"
@@ -458,6 +472,7 @@ class PostgresCluster(PostgresServer):
         data = base / "data"
         self._start_watcher(bindir, base, data)
         self._password = secrets.token_urlsafe(18)  # URL-safe: no quoting in the DSN
+        register_secret(self._password)  # never printed by us, whatever report carries it
         pwfile = base / "pwfile"
         pwfile.touch(0o600)
         pwfile.write_text(self._password + "\n")
