@@ -24,7 +24,7 @@ from .._exceptions import (
 )
 from .._toxics import PROTOCOL_TOXICS
 from .._toxics._spec import ToxicSpec
-from .._toxiproxy._http import HttpClient, HttpError
+from .._toxiproxy._http import HttpClient
 from .._toxiproxy._json import (
     events_from_json,
     proxy_from_json,
@@ -78,7 +78,7 @@ class ToxiproxyClient:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 response = await self._http.request("GET", "/version")
-        except (HttpError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # unreachable, or no HTTP answer
             reason = str(exc) or type(exc).__name__
             raise EngineError(
                 f"no Toxiproxy server answers at {self.url} ({reason}): {HOW_TO_START}"
@@ -102,7 +102,7 @@ class ToxiproxyClient:
         content = None if body is None else json.dumps(body).encode()
         try:
             response = await self._http.request(method, path, content)
-        except (HttpError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # unreachable, or no HTTP answer
             raise EngineError(
                 f"Toxiproxy at {self.url} did not answer {method} {path}: "
                 f"{str(exc) or type(exc).__name__}"

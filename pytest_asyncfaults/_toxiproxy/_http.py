@@ -31,10 +31,6 @@ IDLE_KEPT: Final = 4
 """Idle connections kept for reuse."""
 
 
-class HttpError(OSError):
-    """The server could not be reached, or did not answer in HTTP, in time."""
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -125,14 +121,15 @@ class HttpClient:
             for attempt in range(2):
                 conn = await self._take()
                 try:
-                    return await self._exchange(conn, message, method)
-                except _Stale:
-                    conn.close()
-                    if attempt:
-                        raise HttpError("the server closed the connection") from None
+                    answer = await self._exchange(conn, message, method)
                 except BaseException:
                     conn.close()
                     raise
+                if answer is not None:
+                    return answer
+                conn.close()  # stale: closed while idle, the request never read
+                if attempt:
+                    raise OSError("the server closed the connection")
         raise AssertionError("unreachable")
 
     async def _take(self) -> _Connection:
@@ -147,12 +144,14 @@ class HttpClient:
                     self._host, self._port, ssl=self._ssl, limit=HEAD_LIMIT
                 )
         except TimeoutError:
-            raise HttpError(f"connecting took over {self._connect_timeout} s") from None
+            raise OSError(f"connecting took over {self._connect_timeout} s") from None
         except OSError as exc:
-            raise HttpError(str(exc) or type(exc).__name__) from None
+            raise OSError(str(exc) or type(exc).__name__) from None
         return _Connection(reader, writer)
 
-    async def _exchange(self, conn: _Connection, message: bytes, method: str) -> Answer:
+    async def _exchange(self, conn: _Connection, message: bytes, method: str) -> Answer | None:
+        """The answer, or None when a reused connection turns out closed before
+        any byte of it (the server closed it while idle: the request was not read)."""
         reused, conn.used = conn.used, True
         reader = conn.reader
         try:
@@ -162,8 +161,8 @@ class HttpClient:
             except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
                 partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
                 if reused and not partial:
-                    raise _Stale from None  # closed while idle: the request was not read
-                raise HttpError("the server closed the connection without an answer") from None
+                    return None
+                raise OSError("the server closed the connection without an answer") from None
             while 100 <= status < 200:  # an interim answer: the real one follows
                 status, reason, headers = _head(await reader.readuntil(b"\r\n\r\n"))
             keep = headers.get("connection", "").lower() != "close"
@@ -174,24 +173,20 @@ class HttpClient:
             elif "content-length" in headers:
                 length = _number(headers["content-length"], 10)
                 if length > BODY_LIMIT:
-                    raise HttpError(f"an answer of {length} bytes, over {BODY_LIMIT}")
+                    raise OSError(f"an answer of {length} bytes, over {BODY_LIMIT}")
                 body = await reader.readexactly(length)
             else:
                 body = await _to_the_end(reader)
                 keep = False
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            raise HttpError(f"not an HTTP answer ({type(exc).__name__})") from None
+            raise OSError(f"not an HTTP answer ({type(exc).__name__})") from None
         except OSError as exc:
-            raise HttpError(str(exc) or type(exc).__name__) from None
+            raise OSError(str(exc) or type(exc).__name__) from None
         if keep and len(self._idle) < IDLE_KEPT:
             self._idle.append(conn)
         else:
             conn.close()
         return Answer(status, reason, body, headers)
-
-
-class _Stale(Exception):
-    """A reused connection the server had closed: the request was never read."""
 
 
 def _head(block: bytes) -> tuple[int, str, dict[str, str]]:
@@ -217,7 +212,7 @@ async def _to_the_end(reader: asyncio.StreamReader) -> bytes:
     while chunk := await reader.read(65536):
         body += chunk
         if len(body) > BODY_LIMIT:
-            raise HttpError(f"an answer over {BODY_LIMIT} bytes")
+            raise OSError(f"an answer over {BODY_LIMIT} bytes")
     return bytes(body)
 
 
@@ -230,7 +225,7 @@ async def _chunks(reader: asyncio.StreamReader) -> bytes:
                 pass  # trailers
             return bytes(body)
         if len(body) + size > BODY_LIMIT:
-            raise HttpError(f"an answer over {BODY_LIMIT} bytes")
+            raise OSError(f"an answer over {BODY_LIMIT} bytes")
         body += await reader.readexactly(size)
         if await reader.readexactly(2) != b"\r\n":
             raise ValueError("chunk end")
