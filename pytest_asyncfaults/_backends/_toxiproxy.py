@@ -9,6 +9,7 @@ exception tree (400 -> ``InvalidError``, 404 -> ``NotFoundError``, 409 ->
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import weakref
@@ -20,12 +21,14 @@ from .._exceptions import (
     AsyncFaultsError,
     EngineError,
     InvalidError,
+    NotFoundError,
     error_for_status,
 )
 from .._toxics import PROTOCOL_TOXICS
 from .._toxics._spec import ToxicSpec
 from .._toxiproxy._http import HttpClient
 from .._toxiproxy._json import (
+    STATS_HEADER,
     events_from_json,
     proxy_from_json,
     stats_from_json,
@@ -99,16 +102,28 @@ class ToxiproxyClient:
             self.version = str(body)
 
     async def _request(self, method: str, path: str, body: object = None) -> Any:
+        return (await self._exchange(method, path, body))[0]
+
+    async def _exchange(
+        self, method: str, path: str, body: object = None, *, counted: bool = False
+    ) -> tuple[Any, ProxyStats | None]:
+        """The answer's JSON body and, asked with ``counted`` of a server that has
+        the extension, the proxy's counters it sent along (``STATS_HEADER``)."""
         content = None if body is None else json.dumps(body).encode()
+        extra = f"{STATS_HEADER}: 1\r\n" if counted else ""
         try:
-            response = await self._http.request(method, path, content)
+            response = await self._http.request(method, path, content, extra=extra)
         except (OSError, TimeoutError) as exc:  # unreachable, or no HTTP answer
             raise EngineError(
                 f"Toxiproxy at {self.url} did not answer {method} {path}: "
                 f"{str(exc) or type(exc).__name__}"
             ) from None
         if response.ok:
-            return json.loads(response.body) if response.body else None
+            stats = response.headers.get(STATS_HEADER) if counted else None
+            return (
+                json.loads(response.body) if response.body else None,
+                None if stats is None else stats_from_json(json.loads(stats)),
+            )
         try:
             # ``asyncfaults serve`` says what Toxiproxy says in "error", and more in "detail".
             answer: dict[str, Any] = json.loads(response.body)
@@ -176,6 +191,13 @@ class ToxiproxyClient:
         return toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
+        self._check_toxic(spec)
+        return toxic_from_json(
+            await self._request("POST", f"/proxies/{proxy}/toxics", spec.to_json())
+        )
+
+    def _check_toxic(self, spec: ToxicSpec) -> None:
+        """Refuse what a real Toxiproxy would not do, or would ignore silently."""
         if spec.type in PROTOCOL_TOXICS and not self.extensions:
             raise InvalidError(
                 f"type={spec.type!r} is not supported by the Toxiproxy at {self.url}: "
@@ -190,7 +212,6 @@ class ToxiproxyClient:
                 f"{', '.join(extras)} is not supported by the Toxiproxy at {self.url} (it would "
                 f"ignore it silently): use the embedded engine or `asyncfaults serve`"
             )
-        return toxic_from_json(await self._request("POST", f"/proxies/{proxy}/toxics", body))
 
     async def update_toxic(
         self,
@@ -210,6 +231,30 @@ class ToxiproxyClient:
 
     async def remove_toxic(self, proxy: str, name: str) -> None:
         await self._request("DELETE", f"/proxies/{proxy}/toxics/{name}")
+
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        if not self.extensions:  # a real Toxiproxy keeps no counters
+            return await self.add_toxic(proxy, spec), None
+        self._check_toxic(spec)
+        data, stats = await self._exchange(
+            "POST", f"/proxies/{proxy}/toxics", spec.to_json(), counted=counted
+        )
+        return toxic_from_json(data), stats
+
+    async def close_toxic(
+        self, proxy: str, name: str, *, counted: bool = False
+    ) -> ProxyStats | None:
+        # Already removed, or its proxy gone: nothing is left behind, and nothing counted.
+        with contextlib.suppress(NotFoundError):
+            _, stats = await self._exchange(
+                "DELETE",
+                f"/proxies/{proxy}/toxics/{name}",
+                counted=counted and self.extensions,
+            )
+            return stats
+        return None
 
     async def reset(self) -> None:
         await self._request("POST", "/reset")

@@ -747,6 +747,24 @@ class FaultCore:
     async def remove_toxic(self, proxy: str, name: str) -> None:
         self._proxy(proxy).remove_toxic(name)
 
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        target = self._proxy(proxy)
+        added = target.add_toxic(check_spec(spec))
+        return added, target.stats() if counted else None
+
+    async def close_toxic(
+        self, proxy: str, name: str, *, counted: bool = False
+    ) -> ProxyStats | None:
+        target = self._proxies.get(proxy)
+        if target is None:
+            return None
+        stats = target.stats() if counted else None
+        with contextlib.suppress(NotFoundError):
+            target.remove_toxic(name)
+        return stats
+
     async def reset(self) -> None:
         """Toxiproxy's reset: every proxy enabled, every toxic removed."""
         for proxy in self._proxies.values():

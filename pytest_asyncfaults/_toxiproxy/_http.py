@@ -106,11 +106,14 @@ class HttpClient:
         finally:
             self.close_idle()
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Answer:
-        """One request and its whole answer, within the client's timeout."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, *, extra: str = ""
+    ) -> Answer:
+        """One request and its whole answer, within the client's timeout; ``extra``:
+        header lines of the caller's, each ending with CRLF."""
         head = (
             f"{method} {quote(self._prefix + path, safe='/%')} HTTP/1.1\r\n"
-            f"Host: {self._host_header}\r\nAccept: application/json\r\n"
+            f"Host: {self._host_header}\r\nAccept: application/json\r\n{extra}"
         )
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
