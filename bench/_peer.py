@@ -17,7 +17,8 @@ for one GIL either:
   prints their ports, then runs until stdin says ``quit`` or closes.
 * ``client``: runs ``rtt``, ``pgrtt`` and ``bulk`` measurements against a
   port it is given and answers with the raw figures; the parent does the
-  statistics.
+  statistics. ``hold`` opens many connections at once (a round trip on each)
+  and keeps them until ``release``.
 """
 
 from __future__ import annotations
@@ -344,8 +345,24 @@ def measure_bulk(port: int, total: int, chunk: int) -> float:
     return elapsed
 
 
+def hold_connections(port: int, count: int, held: list[socket.socket]) -> float:
+    """Open ``count`` connections to ``port`` at once, then one round trip on each while
+    all stay open; returns the seconds it took. They stay in ``held``."""
+    start = time.perf_counter()
+    for _ in range(count):
+        held.append(_connect(port))
+    message = b"held"
+    for sock in held:
+        sock.sendall(message)
+    for sock in held:
+        if _recv_exactly(sock, len(message)) != message:
+            raise ConnectionError("a held connection echoed something else")
+    return time.perf_counter() - start
+
+
 def client() -> None:
     reader = LineReader(sys.stdin.fileno())
+    held: list[socket.socket] = []
     _answer({"ready": True})
     while (command := _read_command(reader)) is not None:
         op = command.get("op")
@@ -373,6 +390,14 @@ def client() -> None:
             elif op == "bulk":
                 seconds = measure_bulk(command["port"], command["total"], command["chunk"])
                 _answer({"ok": True, "seconds": seconds})
+            elif op == "hold":
+                seconds = hold_connections(command["port"], command["count"], held)
+                _answer({"ok": True, "seconds": seconds})
+            elif op == "release":
+                for sock in held:
+                    sock.close()
+                held.clear()
+                _answer({"ok": True})
             else:
                 _answer({"ok": False, "error": f"unknown op {op!r}"})
         except (OSError, KeyError, ValueError) as exc:

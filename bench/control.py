@@ -4,14 +4,15 @@ Each ``async with proxy.latency(...)`` block costs one add and one remove.
 A suite of chaos tests does thousands of them, so this is the price of the
 control plane: through the in-process engine (a hop to its thread) against
 the Toxiproxy HTTP API of ``asyncfaults serve`` (a request per call, as with
-a real Toxiproxy, whose add + remove takes 1.1-1.3 ms on this machine class).
-Both are measured in one run, interleaved in rounds, through the same user
-API (``Proxy`` toxic scopes) on one asyncio loop.
+a real Toxiproxy, whose add + remove took 1.50 ms measured side by side on
+this machine class on 2026-12-01). Both are measured in one run, interleaved
+in rounds, through the same user API (``Proxy`` toxic scopes) on one asyncio
+loop.
 
-Prints one JSON object; exits 1 when a target is missed: the in-process add +
-remove p50 must be below the HTTP one (the point of the embedded engine), and
-the HTTP one at most ``HTTP_TARGET_MS`` (a lost TCP_NODELAY once made it 48
-ms); 2 when the benchmark failed. ``--quick`` never fails on the targets.
+Prints one JSON object; exits 1 when a target is missed: add + remove p50 at
+most ``IN_PROCESS_TARGET_MS`` in process and ``HTTP_TARGET_MS`` over HTTP
+(Toxiproxy's own figure; a lost TCP_NODELAY once made it 48 ms); 2 when the
+benchmark failed. ``--quick`` never fails on the targets.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pytest_asyncfaults._backends._base import ProxyHost
 from pytest_asyncfaults._backends._process import start_serve_process
 from pytest_asyncfaults._backends._toxiproxy import ToxiproxyHost
 
-HTTP_TARGET_MS = 10.0
+HTTP_TARGET_MS = 1.5
+IN_PROCESS_TARGET_MS = 0.3
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     in_process = report["in_process"]["add_remove_p50_ms"]
     http = report["http_serve"]["add_remove_p50_ms"]
     targets = {
-        "in_process_faster_than_http": {"passed": in_process < http},
+        "in_process_add_remove_p50_ms": {
+            "measured": in_process,
+            "target": IN_PROCESS_TARGET_MS,
+            "op": "<=",
+            "passed": in_process <= IN_PROCESS_TARGET_MS,
+        },
         "http_add_remove_p50_ms": {
             "measured": http,
             "target": HTTP_TARGET_MS,

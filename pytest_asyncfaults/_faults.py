@@ -167,13 +167,18 @@ class ToxicScope:
         return (await self._proxy.read_stats()).toxics_hit.get(self.spec.name, 0)
 
     async def __aenter__(self) -> ToxicScope:
-        self.spec = await self._proxy.call(self._proxy.backend.target.add_toxic, self.spec)
+        # One call each way (the toxic and, for the test's journal, the counters that
+        # tell which connections the fault touched): a chaos suite makes thousands.
+        proxy = self._proxy
+        self.spec, stats = await proxy.call(
+            proxy.backend.target.open_toxic, self.spec, counted=proxy.journal is not None
+        )
         self._added = True
-        self._window = self._proxy.record_fault(
+        self._window = proxy.record_fault(
             describe_toxic(self.spec), self.spec.start_after, self.spec.duration
         )
         if self._window is not None:
-            self._window.opened(await self._proxy.counters())
+            self._window.opened(stats)
         return self
 
     async def __aexit__(
@@ -184,16 +189,16 @@ class ToxicScope:
     ) -> None:
         if self._added:
             self._added = False
-            if self._window is not None:
-                self._window.closed(await run_to_completion(self._proxy.counters()))
-            await run_to_completion(self._remove())
-            if self._window is not None:
-                self._window.removed_at = time.monotonic()
-
-    async def _remove(self) -> None:
-        # Already removed by hand, or its proxy is gone: nothing is left behind.
-        with contextlib.suppress(NotFoundError):
-            await self._proxy.call(self._proxy.backend.target.remove_toxic, self.spec.name)
+            proxy, window = self._proxy, self._window
+            # Already removed by hand, or its proxy is gone: nothing is left behind.
+            stats = await run_to_completion(
+                proxy.call(
+                    proxy.backend.target.close_toxic, self.spec.name, counted=window is not None
+                )
+            )
+            if window is not None:
+                window.closed(stats)
+                window.removed_at = time.monotonic()
 
     async def update(self, *, toxicity: float | None = None, **attributes: int | str) -> ToxicSpec:
         self.spec = await self._proxy.call(

@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+KINDS = (
+    "engine",
+    "naive",
+    "protocol",
+    "uvloop",
+    "threads",
+    "splice",
+    "epoll",
+    "epoll_spin",
+    "socat",
+)
+"""``bench/_relay.py``'s relays (uvloop and socat measured where installed)."""
 
 
 def quick_run(script: str) -> dict[str, Any]:
@@ -28,14 +40,21 @@ def quick_run(script: str) -> dict[str, Any]:
 
 def test_proxy_bench_reports_every_figure() -> None:
     report = quick_run("proxy.py")
-    assert report["added_rtt_p50_ms"] > 0
-    assert set(report["throughput_mb_s"]) == {"direct", "engine", "naive"}
-    assert report["latency_toxic"]["error_p50_ms"] >= 0
+    measured = set(report["setup"]["paths"])
+    assert {"direct", "engine", "naive", "protocol", "threads", "splice", "epoll"} <= measured
+    assert measured | set(report["unavailable"]) == {"direct", *KINDS}
+    assert report["added_rtt_ms"]["engine"]["p50"] > 0
+    assert report["added_rtt_ms"]["engine"]["over_direct_p50"] > 0
+    assert set(report["throughput_mb_s"]) == measured
+    assert report["latency_toxic"]["idle_matched"]["error_p50_ms"] >= 0
+    assert report["scale"]["per_connection"]["fds"] == 2
+    assert report["scale"]["per_connection"]["threads"] == 0
     assert set(report["targets"]) >= {
-        "added_rtt_p50_ms",
-        "engine_throughput_mb_s",
+        "engine_added_rtt_over_direct_p50",
+        "engine_throughput_over_direct",
         "latency_error_p50_ms",
     }
+    assert report["toxiproxy_reference"]["version"] == "2.12.0"
 
 
 def test_control_bench_compares_both_paths() -> None:

@@ -92,6 +92,36 @@ def test_host_drives_traffic_like_the_engine(host: ToxiproxyHost, echo_server: P
     assert (stats.accepted, stats.toxics_hit["latency_downstream"]) == (2, 1)
 
 
+def test_a_toxic_added_and_removed_counted_brings_the_counters_in_the_same_request(
+    host: ToxiproxyHost, echo_server: Peer
+) -> None:
+    """A fault window's two ends: one request each, the counters riding along."""
+    info = host.create_proxy("p", echo_server.address)
+    client = host.client
+    with connect(info.listen) as sock:
+        sock.sendall(b"x")
+        assert recv_exactly(sock, 1) == b"x"
+        spec, opened = host.call(client.open_toxic, "p", make_toxic("latency"), counted=True)
+        assert spec.name == "latency_downstream"
+        assert opened is not None
+        assert (opened.accepted, opened.open, opened.bytes_upstream) == (1, 1, 1)
+        with connect(info.listen) as other:
+            other.sendall(b"yz")
+            assert recv_exactly(other, 2) == b"yz"
+            closing = host.call(client.close_toxic, "p", spec.name, counted=True)
+    assert closing is not None
+    assert (closing.accepted, closing.open, closing.toxics_hit[spec.name]) == (2, 2, 2)
+    assert host.toxics("p") == ()  # removed
+    # gone already (by hand, or with its proxy): nothing to remove, nothing counted
+    assert host.call(client.close_toxic, "p", spec.name, counted=True) is None
+    assert host.call(client.close_toxic, "nowhere", spec.name, counted=True) is None
+    # uncounted, or on a real Toxiproxy (no extension): Toxiproxy's requests alone
+    assert host.call(client.open_toxic, "p", make_toxic("latency"), counted=False)[1] is None
+    client.extensions = False
+    assert host.call(client.close_toxic, "p", spec.name, counted=True) is None
+    assert host.call(client.open_toxic, "p", make_toxic("latency"), counted=True)[1] is None
+
+
 def test_extras_on_a_plain_toxiproxy_are_refused(host: ToxiproxyHost, echo_server: Peer) -> None:
     host.create_proxy("p", echo_server.address)
     host.client.extensions = False  # as a real Toxiproxy would be seen

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Mapping
@@ -31,6 +33,26 @@ P = ParamSpec("P")
 CALL_TIMEOUT: Final = 10.0
 """Bound on any call into a host, in seconds."""
 STOP_TIMEOUT: Final = 5.0
+
+
+def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task of ``coro`` on ``loop`` (its thread): run at once up to its first wait where
+    asyncio can (3.12+), so an operation that never waits ends with no turn of the loop."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+    return loop.create_task(coro)
+
+
+def _settle(answer: asyncio.Future[T], task: asyncio.Task[T]) -> None:
+    """Hand a host task's outcome to the caller's future (on the caller's loop)."""
+    if answer.done():
+        return
+    if task.cancelled():
+        answer.cancel()
+    elif (exc := task.exception()) is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(task.result())
 
 
 class ProxyTarget(Protocol):
@@ -64,6 +86,18 @@ class ProxyTarget(Protocol):
         toxicity: float | None = None,
     ) -> ToxicSpec: ...
     async def remove_toxic(self, proxy: str, name: str) -> None: ...
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        """``add_toxic``, and with ``counted`` the proxy's counters just after (None
+        from a server that keeps none): one call for a fault window's start."""
+
+    async def close_toxic(
+        self, proxy: str, name: str, *, counted: bool = False
+    ) -> ProxyStats | None:
+        """With ``counted`` the proxy's counters, then ``remove_toxic``; a toxic or proxy
+        already gone is no error. One call for a fault window's end."""
+
     async def reset(self) -> None: ...
 
 
@@ -204,14 +238,51 @@ class ProxyHost(ABC, Generic[TargetT]):
     async def acall(
         self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """``call`` from a coroutine on another loop: waits without blocking that loop."""
-        future = self._submit(fn, *args, **kwargs)
+        """``call`` from a coroutine on another loop: waits without blocking that loop.
+
+        The hop is two wake-ups, one per thread, and nothing else: the host's loop
+        runs ``fn`` as a task (eagerly where asyncio can, 3.12+) and hands the
+        outcome straight to a future of the caller's loop, with no
+        ``concurrent.futures.Future`` in between (``run_coroutine_threadsafe`` and
+        ``wrap_future`` cost as much as the wake-ups). A caller cancelled or out of
+        time cancels the host's task.
+        """
+        host = self._loop
+        if host is None or not self.running:
+            raise EngineError(f"{self.describe()} is not running: start it first")
+        here = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = here.create_future()
+        started: list[asyncio.Task[T]] = []
+
+        def deliver(task: asyncio.Task[T]) -> None:  # on the host's loop
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
+                here.call_soon_threadsafe(_settle, answer, task)
+
+        def begin() -> None:  # on the host's loop
+            if answer.cancelled():
+                return
+            task = _start_task(host, fn(*args, **kwargs))
+            started.append(task)
+            task.add_done_callback(deliver)
+
+        host.call_soon_threadsafe(begin)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self._call_timeout)
+            async with asyncio.timeout(self._call_timeout):
+                return await answer
         except TimeoutError:
+            self._cancel_started(started)
             raise EngineError(
                 f"{self.describe()} did not answer within {self._call_timeout} s"
             ) from None
+        except asyncio.CancelledError:
+            self._cancel_started(started)
+            raise
+
+    def _cancel_started(self, started: list[asyncio.Task[T]]) -> None:
+        host = self._loop
+        if started and host is not None and not host.is_closed():
+            with contextlib.suppress(RuntimeError):
+                host.call_soon_threadsafe(started[0].cancel)
 
     # -- the blocking API (fixtures, CLI, tests) --------------------------------------------------
 

@@ -9,27 +9,35 @@ exception tree (400 -> ``InvalidError``, 404 -> ``NotFoundError``, 409 ->
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, Final, final
-
-import httpx
+import contextlib
+import json
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, Final, ParamSpec, TypeVar, final
 
 from .._engine._models import ProtocolEvent, ProxyInfo, ProxyStats
 from .._exceptions import (
     AsyncFaultsError,
     EngineError,
     InvalidError,
+    NotFoundError,
     error_for_status,
 )
 from .._toxics import PROTOCOL_TOXICS
 from .._toxics._spec import ToxicSpec
+from .._toxiproxy._http import HttpClient
 from .._toxiproxy._json import (
+    STATS_HEADER,
     events_from_json,
     proxy_from_json,
     stats_from_json,
     toxic_from_json,
 )
 from ._base import CALL_TIMEOUT, ProxyHost
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 CONNECT_TIMEOUT: Final = 2.0
 """An unreachable server must fail the run fast, not after a long TCP timeout."""
@@ -51,37 +59,40 @@ class ToxiproxyClient:
     for them is an error instead.
     """
 
-    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, url: str, *, like: ToxiproxyClient | None = None) -> None:
         self.url = url.rstrip("/")
-        self.version = ""
-        self.extensions = False
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
-            transport=transport,
-            trust_env=False,  # a proxy setting of the machine must not reroute loopback calls
-        )
+        self.version: str = "" if like is None else like.version
+        self.extensions: bool = False if like is None else like.extensions
+        self._guard: AsyncIterator[None] | None = None
+        # Its own lean HTTP/1.1 (``_http``): no proxy setting of the machine reroutes it.
+        self._http = HttpClient(self.url, connect_timeout=CONNECT_TIMEOUT, timeout=REQUEST_TIMEOUT)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def bind_to_this_loop(self) -> None:
+        """Close the connections kept open when the running loop shuts down (see
+        ``HttpClient.closed_with_the_loop``)."""
+        self._guard = self._http.closed_with_the_loop()
+        await anext(self._guard)
 
     async def connect(self) -> None:
         """Check the server answers (within ``CONNECT_TIMEOUT``) and learn what it is."""
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                response = await self._http.get("/version")
-        except (httpx.TransportError, TimeoutError) as exc:
+                response = await self._http.request("GET", "/version")
+        except (OSError, TimeoutError) as exc:  # unreachable, or no HTTP answer
             reason = str(exc) or type(exc).__name__
             raise EngineError(
                 f"no Toxiproxy server answers at {self.url} ({reason}): {HOW_TO_START}"
             ) from None
-        if response.status_code != 200:
+        if response.status != 200:
             raise EngineError(
                 f"{self.url} does not look like a Toxiproxy server: GET /version answered "
-                f"{response.status_code}: {HOW_TO_START}"
+                f"{response.status}: {HOW_TO_START}"
             )
         try:
-            body = response.json()
+            body = json.loads(response.body)
         except ValueError:
             body = response.text.strip()  # Toxiproxy before 2.6 answered plain text
         if isinstance(body, dict):
@@ -91,22 +102,35 @@ class ToxiproxyClient:
             self.version = str(body)
 
     async def _request(self, method: str, path: str, body: object = None) -> Any:
+        return (await self._exchange(method, path, body))[0]
+
+    async def _exchange(
+        self, method: str, path: str, body: object = None, *, counted: bool = False
+    ) -> tuple[Any, ProxyStats | None]:
+        """The answer's JSON body and, asked with ``counted`` of a server that has
+        the extension, the proxy's counters it sent along (``STATS_HEADER``)."""
+        content = None if body is None else json.dumps(body).encode()
+        extra = f"{STATS_HEADER}: 1\r\n" if counted else ""
         try:
-            response = await self._http.request(method, path, json=body)
-        except httpx.TransportError as exc:
+            response = await self._http.request(method, path, content, extra=extra)
+        except (OSError, TimeoutError) as exc:  # unreachable, or no HTTP answer
             raise EngineError(
                 f"Toxiproxy at {self.url} did not answer {method} {path}: "
-                f"{exc or type(exc).__name__}"
+                f"{str(exc) or type(exc).__name__}"
             ) from None
-        if response.is_success:
-            return response.json() if response.content else None
+        if response.ok:
+            stats = response.headers.get(STATS_HEADER) if counted else None
+            return (
+                json.loads(response.body) if response.body else None,
+                None if stats is None else stats_from_json(json.loads(stats)),
+            )
         try:
             # ``asyncfaults serve`` says what Toxiproxy says in "error", and more in "detail".
-            answer: dict[str, Any] = response.json()
+            answer: dict[str, Any] = json.loads(response.body)
             message = str(answer.get("detail") or answer["error"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            message = response.text.strip() or response.reason_phrase
-        raise error_for_status(response.status_code, message)(f"Toxiproxy at {self.url}: {message}")
+            message = response.text.strip() or response.reason
+        raise error_for_status(response.status, message)(f"Toxiproxy at {self.url}: {message}")
 
     # -- ProxyTarget -----------------------------------------------------------------------
 
@@ -167,6 +191,13 @@ class ToxiproxyClient:
         return toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
+        self._check_toxic(spec)
+        return toxic_from_json(
+            await self._request("POST", f"/proxies/{proxy}/toxics", spec.to_json())
+        )
+
+    def _check_toxic(self, spec: ToxicSpec) -> None:
+        """Refuse what a real Toxiproxy would not do, or would ignore silently."""
         if spec.type in PROTOCOL_TOXICS and not self.extensions:
             raise InvalidError(
                 f"type={spec.type!r} is not supported by the Toxiproxy at {self.url}: "
@@ -181,7 +212,6 @@ class ToxiproxyClient:
                 f"{', '.join(extras)} is not supported by the Toxiproxy at {self.url} (it would "
                 f"ignore it silently): use the embedded engine or `asyncfaults serve`"
             )
-        return toxic_from_json(await self._request("POST", f"/proxies/{proxy}/toxics", body))
 
     async def update_toxic(
         self,
@@ -202,19 +232,81 @@ class ToxiproxyClient:
     async def remove_toxic(self, proxy: str, name: str) -> None:
         await self._request("DELETE", f"/proxies/{proxy}/toxics/{name}")
 
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        if not self.extensions:  # a real Toxiproxy keeps no counters
+            return await self.add_toxic(proxy, spec), None
+        self._check_toxic(spec)
+        data, stats = await self._exchange(
+            "POST", f"/proxies/{proxy}/toxics", spec.to_json(), counted=counted
+        )
+        return toxic_from_json(data), stats
+
+    async def close_toxic(
+        self, proxy: str, name: str, *, counted: bool = False
+    ) -> ProxyStats | None:
+        # Already removed, or its proxy gone: nothing is left behind, and nothing counted.
+        with contextlib.suppress(NotFoundError):
+            _, stats = await self._exchange(
+                "DELETE",
+                f"/proxies/{proxy}/toxics/{name}",
+                counted=counted and self.extensions,
+            )
+            return stats
+        return None
+
     async def reset(self) -> None:
         await self._request("POST", "/reset")
 
 
 @final
 class ToxiproxyHost(ProxyHost[ToxiproxyClient]):
-    """A Toxiproxy HTTP API (real, or ``asyncfaults serve``) driven from its own thread."""
+    """A Toxiproxy HTTP API (real, or ``asyncfaults serve``) driven from its own thread.
+
+    The blocking calls go through that thread; ``acall`` does not: a request
+    from another loop (a test's) is made from that loop, by a client of its
+    own, kept for the loop's life. The server keeps the faults' time, not the
+    client, so nothing is lost, and each call saves two hops between threads
+    (two wake-ups, most of a call's time beside a server's answer).
+    """
 
     thread_name = "asyncfaults-toxiproxy-client"
 
     def __init__(self, url: str, *, call_timeout: float = CALL_TIMEOUT) -> None:
         super().__init__(call_timeout=call_timeout)
         self.url = url
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ToxiproxyClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._by_loop_lock = threading.Lock()
+
+    async def acall(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        target = self._target
+        if target is None or getattr(fn, "__self__", None) is not target or not self.running:
+            return await super().acall(fn, *args, **kwargs)
+        client = await self._client_here()
+        method: Callable[P, Coroutine[Any, Any, T]] = getattr(client, fn.__name__)
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await method(*args, **kwargs)
+        except TimeoutError:
+            raise EngineError(
+                f"{self.describe()} did not answer within {self._call_timeout} s"
+            ) from None
+
+    async def _client_here(self) -> ToxiproxyClient:
+        loop = asyncio.get_running_loop()
+        with self._by_loop_lock:
+            client = self._by_loop.get(loop)
+            fresh = client is None
+            if client is None:
+                client = self._by_loop[loop] = ToxiproxyClient(self.url, like=self.target)
+        if fresh:
+            await client.bind_to_this_loop()
+        return client
 
     def describe(self) -> str:
         return f"the Toxiproxy server at {self.url}"

@@ -163,7 +163,7 @@ async def _serve(
 
         config = uvicorn.Config(
             toxiproxy_api(core),
-            http="h11",
+            http="auto",  # httptools (the serve extra has it), else h11
             ws="none",
             lifespan="off",
             access_log=False,

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import random
 import socket
-import struct
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from .._toxics._spec import ToxicSpec, check_name, check_spec, update_toxic
 from .._toxics._stage import Note
 from .._values import spelled
 from ._models import ProtocolEvent, ProxyInfo, ProxyStats
+from ._sockets import Listener, Poller, Stream, dial, listen
 
 UPSTREAM: Final = 0
 """Direction index: client to server."""
@@ -47,8 +47,6 @@ CONNECT_TIMEOUT: Final = 10.0
 """Bound on dialling the upstream; past it the client connection is closed."""
 MAX_HELD: Final = 4 * 1024 * 1024
 """Bytes a chain may hold before the proxy stops reading that side."""
-_WRITE_HIGH_WATER: Final = 1024 * 1024
-_LINGER_ZERO: Final = struct.pack("ii", 1, 0)
 PROTOCOL_LOG: Final = 2000
 """Protocol events a proxy keeps (the latest), for the timeline of a failure."""
 
@@ -89,54 +87,62 @@ class _ToxicState:
 
 
 @final
-class _Side(asyncio.Protocol):
-    """One socket of a proxied connection; reads feed one direction's chain."""
+class _Side(Stream):
+    """One socket of a proxied connection; reads feed one direction's chain.
 
-    __slots__ = ("conn", "direction", "peer", "transport")
+    The fast path: while that direction has no toxic (an empty chain), a chunk
+    read is written to the other socket at once, inside the loop's ``select()``
+    on the engine's own loop (``_loop``): no event object, no timer, no copy.
+    """
+
+    __slots__ = ("chain", "conn", "direction", "peer", "tracked")
 
     def __init__(self, conn: _Connection, direction: int) -> None:
+        super().__init__(conn.proxy.core.poller)
         self.conn = conn
         self.direction = direction  # the direction this side's reads travel
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
+        self.chain: ToxicChain = conn.chains[direction]
+        self.tracked = direction == UPSTREAM
+        """The client's side: what it sends is read by the connection's tracker."""
+        self.peer: _Side = self
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+    def attach(self, sock: socket.socket) -> None:
+        super().attach(sock)
         self.conn.side_connected(self)
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
         conn = self.conn
         conn.carried = True
-        if conn.tracker is not None and self.direction == UPSTREAM:
+        if self.tracked and conn.tracker is not None:
             conn.track(data)
-        chain = conn.chains[self.direction]
-        if chain:
+        if self.chain.active:
             conn.feed(self.direction, Data(data, conn.loop.time()))
-            return
-        peer = self.peer
-        assert peer is not None
-        assert peer.transport is not None
-        peer.transport.write(data)
-        conn.proxy.count_bytes(self.direction, len(data))
+        elif self.peer.write(data):
+            conn.proxy.bytes[self.direction] += len(data)
 
-    def eof_received(self) -> bool:
+    def ended(self) -> None:
         if self.direction == UPSTREAM:
             self.conn.client_done = True
-        self.conn.feed(self.direction, EOF)
-        return True  # keep the other direction open: pass the half-close on
+        self.conn.feed(self.direction, EOF)  # the other direction stays open: half-close
 
-    def pause_writing(self) -> None:
-        if self.peer is not None:
-            self.conn.block_reading(self.peer, "write")
+    def write_blocked(self) -> None:
+        self.conn.block_reading(self.peer, "write")
 
-    def resume_writing(self) -> None:
-        if self.peer is not None:
-            self.conn.unblock_reading(self.peer, "write")
+    def write_unblocked(self) -> None:
+        self.conn.unblock_reading(self.peer, "write")
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def failed(self, exc: OSError) -> None:
         self.conn.side_lost(self, exc)
+
+    def _drop(self) -> None:
+        super()._drop()
+        self.conn.proxy.core.lingering.discard(self)
+
+    def crashed(self, exc: Exception) -> None:
+        self.conn.loop.call_exception_handler(
+            {"message": "the fault engine failed on a connection", "exception": exc}
+        )
+        self.conn.abort()
 
 
 @final
@@ -147,10 +153,10 @@ class _Connection:
         self.proxy = proxy
         self.loop = proxy.loop
         self.number = number
+        self.chains: tuple[ToxicChain, ToxicChain] = (ToxicChain(), ToxicChain())
         self.client = _Side(self, UPSTREAM)
         self.server = _Side(self, DOWNSTREAM)
         self.client.peer, self.server.peer = self.server, self.client
-        self.chains = (ToxicChain(), ToxicChain())
         self._timers: list[asyncio.TimerHandle | None] = [None, None]
         self._timer_at: list[float | None] = [None, None]
         self._eof_sent = [False, False]
@@ -197,18 +203,23 @@ class _Connection:
         host, port = self.proxy.upstream
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self.loop.create_connection(lambda: self.server, host, port)
+                sock = await dial(self.loop, host, port)
         except (OSError, TimeoutError):
             # As Toxiproxy: the client is accepted, the dial fails, the client is closed.
             self.proxy.upstream_errors += 1
             self.close()
+            return
+        if self.closed:
+            sock.close()
+            return
+        self.server.attach(sock)
 
     # -- flow control ---------------------------------------------------------------
 
     def block_reading(self, side: _Side, reason: str) -> None:
         reasons = self._blocked[side]
-        if not reasons and side.transport is not None and not side.transport.is_closing():
-            side.transport.pause_reading()
+        if not reasons:
+            side.pause_reading()
         reasons.add(reason)
 
     def unblock_reading(self, side: _Side, reason: str) -> None:
@@ -216,8 +227,8 @@ class _Connection:
         if reason not in reasons:
             return
         reasons.discard(reason)
-        if not reasons and side.transport is not None and not side.transport.is_closing():
-            side.transport.resume_reading()
+        if not reasons:
+            side.resume_reading()
 
     # -- data path ------------------------------------------------------------------
 
@@ -280,9 +291,8 @@ class _Connection:
         dest = self.server if direction == UPSTREAM else self.client
         for event in events:
             if isinstance(event, Data):
-                if dest.transport is not None and not dest.transport.is_closing():
-                    dest.transport.write(event.data)
-                    self.proxy.count_bytes(direction, len(event.data))
+                if dest.write(event.data):
+                    self.proxy.bytes[direction] += len(event.data)
             elif event is EOF:
                 self._send_eof(direction, dest)
             elif event is CLOSE:
@@ -296,13 +306,10 @@ class _Connection:
         if self._eof_sent[direction]:
             return
         self._eof_sent[direction] = True
-        transport = dest.transport
-        if self._eof_sent[1 - direction] or transport is None:
+        if self._eof_sent[1 - direction] or dest.sock is None:
             self.close()
-        elif transport.can_write_eof():
-            transport.write_eof()
         else:
-            self.close()
+            dest.write_eof()
 
     # -- toxics on a live connection ---------------------------------------------------
 
@@ -375,6 +382,7 @@ class _Connection:
                 timer.cancel()
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
+
         if self in self.proxy.connections:
             self.proxy.connections.discard(self)
             self.proxy.closed += 1
@@ -385,28 +393,21 @@ class _Connection:
         """Close both sides after what is already written (a clean FIN)."""
         if self._finish():
             for side in (self.client, self.server):
-                if side.transport is not None:
-                    side.transport.close()
+                side.close()
+                if side.lingering:
+                    self.proxy.core.lingering.add(side)
 
     def abort(self) -> None:
         """Drop both sides at once (disable, delete, engine stop)."""
         if self._finish():
-            for side in (self.client, self.server):
-                if side.transport is not None:
-                    side.transport.abort()
+            self.client.abort()
+            self.server.abort()
 
     def reset(self) -> None:
         """Abort both sides with SO_LINGER 0, so each peer gets a TCP RST."""
         if self._finish():
-            for side in (self.client, self.server):
-                transport = side.transport
-                if transport is None:
-                    continue
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-                transport.abort()
+            self.client.reset()
+            self.server.reset()
 
     def side_lost(self, side: _Side, exc: Exception | None) -> None:
         if self.closed:
@@ -429,7 +430,7 @@ class _Proxy:
         self.listen = listen
         self.upstream = upstream
         self.enabled = False
-        self.server: asyncio.Server | None = None
+        self.listeners: list[Listener] = []
         self.shown_host: str | None = None
         """The wildcard host asked for, bound on loopback instead (``FaultCore._listen``)."""
         self.connections: set[_Connection] = set()
@@ -440,9 +441,6 @@ class _Proxy:
         self.upstream_errors = 0
         self.protocol_log: deque[tuple[int, Note]] = deque(maxlen=PROTOCOL_LOG)
         self._last_notes: dict[int, Note] = {}
-
-    def count_bytes(self, direction: int, size: int) -> None:
-        self.bytes[direction] += size
 
     def log(self, connection: int, notes: list[Note]) -> None:
         """What a connection's protocol toxics noted. A note is kept as it is (its toxic
@@ -465,30 +463,31 @@ class _Proxy:
             for number, note in self.protocol_log
         )
 
-    def _accept(self) -> asyncio.Protocol:
+    def _accept(self, sock: socket.socket) -> None:
         self.accepted += 1
-        return _Connection(self, self.accepted).client
+        _Connection(self, self.accepted).client.attach(sock)
 
     async def start(self) -> None:
         host, port = self.listen
         try:
-            server = await self.loop.create_server(self._accept, host, port, backlog=1024)
+            socks = await listen(self.loop, host, port, backlog=1024)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise ListenError(
                 f"proxy {self.name!r} cannot listen on {format_address(host, port)}: "
                 f"{reason or exc}"
             ) from None
-        self.server = server
-        self.listen = (host, server.sockets[0].getsockname()[1])
+        poller = self.core.poller
+        self.listeners = [Listener(self.loop, poller, sock, self._accept) for sock in socks]
+        self.listen = (host, socks[0].getsockname()[1])
         self.enabled = True
 
     def stop(self) -> None:
         """Close the listener and every open connection (Toxiproxy's disable)."""
         self.enabled = False
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
         for conn in list(self.connections):
             conn.abort()
 
@@ -612,6 +611,12 @@ class FaultCore:
         self.seed = seed
         self.allow_remote = allow_remote
         """Whether a proxy may listen beyond loopback (``--allow-remote``)."""
+        self.poller = Poller.for_loop(loop)
+        """Where connections' sockets are watched: inside ``select()`` on the engine's own
+        loop, through ``add_reader`` on any other."""
+        self.lingering: set[Stream] = set()
+        """Sockets of closed connections still sending what they were given (a clean
+        close waits for that); dropped when the engine stops."""
         self._proxies: dict[str, _Proxy] = {}
 
     def check_listen(self, listen: object) -> None:
@@ -742,6 +747,24 @@ class FaultCore:
     async def remove_toxic(self, proxy: str, name: str) -> None:
         self._proxy(proxy).remove_toxic(name)
 
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        target = self._proxy(proxy)
+        added = target.add_toxic(check_spec(spec))
+        return added, target.stats() if counted else None
+
+    async def close_toxic(
+        self, proxy: str, name: str, *, counted: bool = False
+    ) -> ProxyStats | None:
+        target = self._proxies.get(proxy)
+        if target is None:
+            return None
+        stats = target.stats() if counted else None
+        with contextlib.suppress(NotFoundError):
+            target.remove_toxic(name)
+        return stats
+
     async def reset(self) -> None:
         """Toxiproxy's reset: every proxy enabled, every toxic removed."""
         for proxy in self._proxies.values():
@@ -753,3 +776,6 @@ class FaultCore:
         """Delete every proxy at once (the engine is stopping)."""
         for name in list(self._proxies):
             self._delete(name)
+        for side in self.lingering:
+            side.abort()
+        self.lingering.clear()

@@ -17,11 +17,13 @@ from ._stage import Attributes, Event, Note, Stage
 
 @final
 class ToxicChain:
-    __slots__ = ("_paired", "_stages", "paired")
+    __slots__ = ("_paired", "_stages", "active", "paired")
 
     def __init__(self) -> None:
         self._stages: list[tuple[str, Stage]] = []
         self._paired: list[Stage] = []
+        self.active = False
+        """A toxic is in the chain: bytes go through its stages (else straight on)."""
         self.paired = False
         """A stage here has a partner in the other direction's chain (a protocol toxic):
         running this chain may make the other one's output due."""
@@ -29,6 +31,7 @@ class ToxicChain:
     def _pairing_changed(self) -> None:
         self._paired = [stage for _, stage in self._stages if stage.partner is not None]
         self.paired = bool(self._paired)
+        self.active = bool(self._stages)
 
     def take_nudge(self) -> bool:
         """Whether a partner made output of a stage here due since the last call."""

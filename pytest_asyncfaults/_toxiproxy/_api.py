@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import fields
-from typing import Any, Final, final
+from typing import Final, final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._address import parse_address
 from .._engine._core import FaultCore
-from .._engine._models import ProxyInfo
+from .._engine._models import ProxyInfo, ProxyStats
 from .._exceptions import (
     AlreadyExistsError,
     AsyncFaultsError,
@@ -53,7 +53,7 @@ from .._toxics._spec import (
 )
 from .._values import BODY_MAX_BYTES
 from .._version import __version__
-from ._json import load_json
+from ._json import STATS_HEADER, load_json, stats_to_json
 from ._openapi import OPENAPI
 
 TOXIPROXY_VERSION: Final = "2.12.0"
@@ -359,11 +359,7 @@ class _Api:
 
     async def proxy_stats(self, request: Request) -> Response:
         """Our extension: the proxy's counters, for tests that assert on traffic."""
-        stats = await self.core.stats(request.path_params["proxy"])
-        out: dict[str, Any] = {field.name: getattr(stats, field.name) for field in fields(stats)}
-        out["toxics_hit"] = dict(stats.toxics_hit)
-        out["phases"] = {str(number): phase for number, phase in stats.phases.items()}
-        return JSONResponse(out)
+        return JSONResponse(stats_to_json(await self.core.stats(request.path_params["proxy"])))
 
     async def proxy_events(self, request: Request) -> Response:
         """Our extension: what the proxy's protocol toxics saw and did, oldest first."""
@@ -424,8 +420,8 @@ class _Api:
             start_after=0 if _missing(start_after) else _milliseconds("start_after", start_after),
             duration=None if _missing(duration) else _milliseconds("duration", duration),
         )
-        added = await self.core.add_toxic(proxy, spec)
-        return JSONResponse(added.to_json())
+        added, stats = await self.core.open_toxic(proxy, spec, counted=_counted(request))
+        return JSONResponse(added.to_json(), headers=_stats_header(stats))
 
     async def toxic_show(self, request: Request) -> Response:
         params = request.path_params
@@ -455,8 +451,23 @@ class _Api:
 
     async def toxic_delete(self, request: Request) -> Response:
         params = request.path_params
-        await self.core.remove_toxic(params["proxy"], params["toxic"])
-        return Response(status_code=204)
+        if not _counted(request):
+            await self.core.remove_toxic(params["proxy"], params["toxic"])
+            return Response(status_code=204)
+        await self.core.toxic(params["proxy"], params["toxic"])  # 404 as without the header
+        stats = await self.core.close_toxic(params["proxy"], params["toxic"], counted=True)
+        return Response(status_code=204, headers=_stats_header(stats))
+
+
+def _counted(request: Request) -> bool:
+    """The client asks for the proxy's counters with the toxic (``STATS_HEADER``)."""
+    return request.headers.get(STATS_HEADER) == "1"
+
+
+def _stats_header(stats: ProxyStats | None) -> dict[str, str] | None:
+    if stats is None:
+        return None
+    return {STATS_HEADER: json.dumps(stats_to_json(stats), separators=(",", ":"))}
 
 
 def _same_addresses(existing: ProxyInfo, listen: str, upstream: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -94,6 +95,21 @@ def proxy_from_json(data: Mapping[str, Any]) -> ProxyInfo:
         enabled=bool(data.get("enabled", True)),
         toxics=tuple(toxic_from_json(toxic) for toxic in data.get("toxics") or ()),
     )
+
+
+STATS_HEADER: Final = "x-asyncfaults-stats"
+"""Asked with ``1`` on adding or deleting a toxic, ``asyncfaults serve`` answers with
+the proxy's counters in this header (JSON, after the add, before the delete): a fault
+window's two ends cost one request each, not two. Other clients ignore it, and the
+body stays Toxiproxy's."""
+
+
+def stats_to_json(stats: ProxyStats) -> dict[str, Any]:
+    """``asyncfaults serve``'s counters of a proxy, as ``stats_from_json`` reads them."""
+    out: dict[str, Any] = {item.name: getattr(stats, item.name) for item in fields(stats)}
+    out["toxics_hit"] = dict(stats.toxics_hit)
+    out["phases"] = {str(number): phase for number, phase in stats.phases.items()}
+    return out
 
 
 def stats_from_json(data: Mapping[str, Any]) -> ProxyStats:

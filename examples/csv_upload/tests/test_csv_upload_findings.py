@@ -73,9 +73,13 @@ def slow_disk(tmp_path):
     thread = threading.Thread(target=drain, daemon=True)
     thread.start()
     yield path
-    if thread.is_alive():
-        with open(path, "wb"):  # a reader still waiting for a writer: let it go
-            pass
+    # A reader still waiting for a writer (the app never wrote): let it go. Not
+    # blocking: the reader may have just ended, and an open for writing would then
+    # wait for one forever (ENXIO says nobody reads).
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
     thread.join(10)
 
 
@@ -112,7 +116,7 @@ def run(pytester: pytest.Pytester, tests: str) -> pytest.RunResult:
     pytester.makeini(INI)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_upload=tests)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["asyncfaults: 1 silent failure found", "FAILED *Failed: asyncfaults*"]
