@@ -59,7 +59,7 @@ async def test_the_result_and_the_error_come_back_from_the_engines_thread() -> N
 async def test_a_call_past_its_bound_is_an_engine_error_and_stops_on_the_host() -> None:
     probe = Probe()
     with Engine(seed=1, call_timeout=0.2) as engine:
-        with pytest.raises(EngineError, match="did not answer within 0.2 s"):
+        with pytest.raises(EngineError, match=r"did not answer within 0\.2 s"):
             await engine.acall(probe.forever)
         assert await asyncio.to_thread(probe.ended.wait, 5)
         assert probe.cancelled
