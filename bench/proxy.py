@@ -338,6 +338,7 @@ def measure_scale(plan: Plan, client: PeerProcess, engine: Path_) -> dict[str, A
     relay = engine.relay
     assert relay is not None
     count = plan.scale_connections
+    _wait_all_closed(relay)  # the rounds' last connections are not this figure's
     before = relay.ask({"op": "usage"})
     seconds = float(client.ask({"op": "hold", "port": engine.echo, "count": count})["seconds"])
     try:
@@ -345,11 +346,7 @@ def measure_scale(plan: Plan, client: PeerProcess, engine: Path_) -> dict[str, A
         open_during = int(relay.ask({"op": "stats", "proxy": 0})["open"])
     finally:
         client.ask({"op": "release"})
-    deadline = time.monotonic() + START_TIMEOUT
-    while (left := int(relay.ask({"op": "stats", "proxy": 0})["open"])) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
+    left = _wait_all_closed(relay)
     if open_during < count or left:
         raise BenchError(f"the engine held {open_during} of {count} connections, then {left}")
     return {
@@ -362,6 +359,16 @@ def measure_scale(plan: Plan, client: PeerProcess, engine: Path_) -> dict[str, A
         },
         "all_closed_after_release": True,
     }
+
+
+def _wait_all_closed(relay: PeerProcess) -> int:
+    """Wait (bounded) until the engine holds no connection; how many it still holds."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while (left := int(relay.ask({"op": "stats", "proxy": 0})["open"])) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return left
 
 
 def _error_stats(errors: list[float]) -> dict[str, float]:
