@@ -341,13 +341,6 @@ class Proxy:
         """``stats``, read without blocking the caller's event loop."""
         return await self.call(self.backend.target.stats)
 
-    async def counters(self) -> ProxyStats | None:
-        """``read_stats()``, or ``None`` from a server that keeps no counters (Toxiproxy)."""
-        try:
-            return await self.read_stats()
-        except AsyncFaultsError:
-            return None
-
     async def protocol_events(self) -> tuple[ProtocolEvent, ...]:
         """What this proxy's protocol toxics saw and did on its connections, oldest first:
         logins, statements, SMTP commands and replies, the answers they gave, the cuts."""

@@ -191,13 +191,12 @@ class ToxiproxyClient:
         return toxic_from_json(await self._request("GET", f"/proxies/{proxy}/toxics/{name}"))
 
     async def add_toxic(self, proxy: str, spec: ToxicSpec) -> ToxicSpec:
-        self._check_toxic(spec)
-        return toxic_from_json(
-            await self._request("POST", f"/proxies/{proxy}/toxics", spec.to_json())
-        )
+        return (await self.open_toxic(proxy, spec))[0]
 
-    def _check_toxic(self, spec: ToxicSpec) -> None:
-        """Refuse what a real Toxiproxy would not do, or would ignore silently."""
+    async def open_toxic(
+        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
+    ) -> tuple[ToxicSpec, ProxyStats | None]:
+        # Refused here what a real Toxiproxy would not do, or would ignore silently.
         if spec.type in PROTOCOL_TOXICS and not self.extensions:
             raise InvalidError(
                 f"type={spec.type!r} is not supported by the Toxiproxy at {self.url}: "
@@ -212,6 +211,11 @@ class ToxiproxyClient:
                 f"{', '.join(extras)} is not supported by the Toxiproxy at {self.url} (it would "
                 f"ignore it silently): use the embedded engine or `asyncfaults serve`"
             )
+        # A real Toxiproxy keeps no counters: only serve is asked for them.
+        data, stats = await self._exchange(
+            "POST", f"/proxies/{proxy}/toxics", body, counted=counted and self.extensions
+        )
+        return toxic_from_json(data), stats
 
     async def update_toxic(
         self,
@@ -231,17 +235,6 @@ class ToxiproxyClient:
 
     async def remove_toxic(self, proxy: str, name: str) -> None:
         await self._request("DELETE", f"/proxies/{proxy}/toxics/{name}")
-
-    async def open_toxic(
-        self, proxy: str, spec: ToxicSpec, *, counted: bool = False
-    ) -> tuple[ToxicSpec, ProxyStats | None]:
-        if not self.extensions:  # a real Toxiproxy keeps no counters
-            return await self.add_toxic(proxy, spec), None
-        self._check_toxic(spec)
-        data, stats = await self._exchange(
-            "POST", f"/proxies/{proxy}/toxics", spec.to_json(), counted=counted
-        )
-        return toxic_from_json(data), stats
 
     async def close_toxic(
         self, proxy: str, name: str, *, counted: bool = False
