@@ -14,6 +14,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -30,6 +31,7 @@ from pytest_asyncfaults._toxics._smtpwire import SmtpItem, SmtpSession
 CAPTURES = Path(__file__).resolve().parent / "captures"
 
 Chunks = list[tuple[str, bytes]]
+Item = TypeVar("Item")
 
 
 def sessions(name: str) -> list[Chunks]:
@@ -54,16 +56,26 @@ def rechunk(chunks: Chunks, rng: random.Random) -> Chunks:
     return out
 
 
-def read_pg(chunks: Chunks) -> tuple[PgSession, list[PgMessage], list[PgMessage]]:
-    session = PgSession()
-    client: list[PgMessage] = []
-    server: list[PgMessage] = []
+class Reader(Protocol[Item]):
+    def client(self, data: bytes) -> list[Item]: ...
+    def server(self, data: bytes) -> list[Item]: ...
+
+
+def read(session: Reader[Item], chunks: Chunks) -> tuple[list[Item], list[Item]]:
+    """Feed a recorded session to a reader, chunk by chunk: what each side completed."""
+    client: list[Item] = []
+    server: list[Item] = []
     for tag, data in chunks:
         if tag == "c":
             client += session.client(data)
         else:
             server += session.server(data)
-    return session, client, server
+    return client, server
+
+
+def read_pg(chunks: Chunks) -> tuple[PgSession, list[PgMessage], list[PgMessage]]:
+    session = PgSession()
+    return session, *read(session, chunks)
 
 
 def summary(messages: list[PgMessage]) -> list[tuple[object, ...]]:
@@ -283,14 +295,7 @@ def test_sql_in_notes_is_one_line_without_passwords() -> None:
 
 def read_smtp(chunks: Chunks) -> tuple[SmtpSession, list[SmtpItem], list[SmtpItem]]:
     session = SmtpSession()
-    client: list[SmtpItem] = []
-    server: list[SmtpItem] = []
-    for tag, data in chunks:
-        if tag == "c":
-            client += session.client(data)
-        else:
-            server += session.server(data)
-    return session, client, server
+    return session, *read(session, chunks)
 
 
 def smtp_summary(items: list[SmtpItem]) -> list[tuple[object, ...]]:
