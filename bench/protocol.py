@@ -46,13 +46,12 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from proxy import START_TIMEOUT, PeerProcess, _closing, _r, median, percentile
+from proxy import START_TIMEOUT, PeerProcess, _closing, _r, median, percentile, run_context
 
 from pytest_asyncfaults import Engine, make_toxic
 
@@ -177,11 +176,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
                 "per round, each path's lowest batch p50; median over rounds of per-round "
                 "values and differences"
             ),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg_before": [_r(x, 2) for x in load_before],
-            "loadavg_after": [_r(x, 2) for x in os.getloadavg()],
-            "seconds": _r(time.perf_counter() - started, 1),
+            **run_context(load_before, started),
         },
     }
 

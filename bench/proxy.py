@@ -238,6 +238,18 @@ def _r(value: float, digits: int = 4) -> float:
     return round(value, digits)
 
 
+def run_context(load_before: tuple[float, float, float], started: float) -> dict[str, Any]:
+    """What a report says of the run itself: the Python, the CPUs, the machine's load
+    before and after, and how long it took (``started``: a ``perf_counter`` reading)."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": [_r(x, 2) for x in load_before],
+        "loadavg_after": [_r(x, 2) for x in os.getloadavg()],
+        "seconds": _r(time.perf_counter() - started, 1),
+    }
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -526,11 +538,7 @@ def run(plan: Plan, quick: bool, kinds: tuple[str, ...]) -> dict[str, Any]:
             "bulk_bytes": plan.bulk_bytes,
             "latency_samples": plan.latency_samples * plan.rounds,
             "aggregation": "median over rounds of per-round values; MB = 10**6 bytes",
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg_before": [_r(x, 2) for x in load_before],
-            "loadavg_after": [_r(x, 2) for x in os.getloadavg()],
-            "seconds": _r(time.perf_counter() - started, 1),
+            **run_context(load_before, started),
         },
     }
 
