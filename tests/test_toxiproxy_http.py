@@ -14,12 +14,13 @@ import contextlib
 import gc
 import json
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
+from conftest import Peer
 
 from pytest_asyncfaults import Faults
 from pytest_asyncfaults._backends._process import start_serve_process
@@ -30,80 +31,57 @@ Reply = Callable[[bytes], bytes | None]
 """The answer to a request (its head and body), None to close without one."""
 
 
-class ScriptedServer:
-    """Answers each request with ``reply``; counts connections and requests."""
+@dataclass
+class Script:
+    """An HTTP/1.1 server answering each request with its reply (conftest's ``Peer``)."""
 
-    def __init__(self, reply: Reply, *, close_after: bool = False) -> None:
-        self.reply = reply
-        self.close_after = close_after
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+    peer: Peer
+    requests: list[bytes]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        return f"http://{self.peer.address}"
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
-        buffered = b""
-        with conn, contextlib.suppress(OSError):
-            while True:
-                while b"\r\n\r\n" not in buffered:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffered += data
-                head, _, buffered = buffered.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffered) < length:
-                    buffered += conn.recv(65536)
-                request, buffered = head + b"\r\n\r\n" + buffered[:length], buffered[length:]
-                self.requests.append(request)
-                answer = self.reply(request)
-                if answer is None:
-                    return
-                conn.sendall(answer)
-                if self.close_after:
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        self._acceptor.join(5)
-        for thread in self._threads:
-            thread.join(5)
+    @property
+    def connections(self) -> int:
+        return len(self.peer.accepted)
 
 
 @contextlib.contextmanager
-def scripted(reply: Reply, **options: bool) -> Iterator[ScriptedServer]:
-    server = ScriptedServer(reply, **options)
+def scripted(reply: Reply, *, close_after: bool = False) -> Iterator[Script]:
+    """A ``Script`` for the block; ``close_after``: one answer per connection."""
+    requests: list[bytes] = []
+
+    def serve(conn: socket.socket) -> None:
+        buffered = b""
+        while True:
+            while b"\r\n\r\n" not in buffered:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffered += data
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(buffered) < length:
+                buffered += conn.recv(65536)
+            request, buffered = head + b"\r\n\r\n" + buffered[:length], buffered[length:]
+            requests.append(request)
+            answer = reply(request)
+            if answer is None:
+                return
+            conn.sendall(answer)
+            if close_after:
+                return
+
+    peer = Peer(serve)
     try:
-        yield server
+        yield Script(peer, requests)
     finally:
-        server.close()
+        peer.close()
 
 
 def json_answer(body: object, *, extra: str = "") -> bytes:
