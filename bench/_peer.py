@@ -15,7 +15,7 @@ for one GIL either:
   Query with CommandComplete and ReadyForQuery; a client that does not start
   with a StartupMessage gets the same sizes back, without the protocol);
   prints their ports, then runs until stdin says ``quit`` or closes.
-* ``client``: runs ``rtt``, ``pgrtt`` and ``bulk`` measurements against a
+* ``client``: runs ``rtt``, ``pgrtts`` and ``bulk`` measurements against a
   port it is given and answers with the raw figures; the parent does the
   statistics. ``hold`` opens many connections at once (a round trip on each)
   and keeps them until ``release``.
@@ -105,26 +105,23 @@ def _sink(conn: socket.socket) -> None:
 
 
 def _pg(conn: socket.socket) -> None:
-    """A Query in, CommandComplete and ReadyForQuery out; or the same sizes, raw."""
+    """A Query in, CommandComplete and ReadyForQuery out; or the same sizes, raw.
+
+    Both modes do the same socket work per round trip (one ``recv`` of a Query's size,
+    one ``sendall``), so that a difference between them measured through a proxy is the
+    proxy's: the client sends nothing but Queries after its login, and a Terminate last."""
     first = _recv_exactly(conn, 8)
     length, code = struct.unpack("!ii", first)
-    if not (8 <= length <= 10000 and code >> 16 == 3):
+    if 8 <= length <= 10000 and code >> 16 == 3:
+        _recv_exactly(conn, length - 8)
+        conn.sendall(PG_LOGGED_IN)
+        request, reply = conn.recv(len(PG_QUERY), socket.MSG_WAITALL), PG_REPLY
+    else:
         request = first + _recv_exactly(conn, len(RAW_QUERY) - 8)
         reply = b"y" * len(PG_REPLY)
-        while request:
-            conn.sendall(reply)
-            request = conn.recv(len(RAW_QUERY), socket.MSG_WAITALL)
-        return
-    _recv_exactly(conn, length - 8)
-    conn.sendall(PG_LOGGED_IN)
-    while header := conn.recv(5, socket.MSG_WAITALL):
-        size = struct.unpack("!i", header[1:5])[0] - 4
-        if size:
-            _recv_exactly(conn, size)
-        if header[:1] == b"X":
-            return
-        if header[:1] == b"Q":
-            conn.sendall(PG_REPLY)
+    while len(request) == len(PG_QUERY):  # a Terminate, or the end of the stream, is shorter
+        conn.sendall(reply)
+        request = conn.recv(len(PG_QUERY), socket.MSG_WAITALL)
 
 
 class _Servers:
@@ -292,34 +289,42 @@ def measure_rtt(port: int, size: int, warmup: int, count: int, pause: float = 0.
     return samples
 
 
-def measure_pg_rtt(port: int, mode: str, warmup: int, count: int) -> list[int]:
+def measure_pg_rtts(paths: list[tuple[int, str]], warmup: int, count: int) -> list[list[int]]:
     """Round trips in ns of a Query answered by CommandComplete and ReadyForQuery, after a
-    login (``mode`` "pg"), or of the same sizes without the protocol (``mode`` "raw")."""
-    request = PG_QUERY if mode == "pg" else RAW_QUERY
+    login (mode "pg"), or of the same sizes without the protocol (mode "raw"), on each
+    ``(port, mode)`` path: one connection each, one round trip on each in turn, the order
+    rotating every time, so that every path is measured under the same conditions (a
+    machine's state drifts in bursts; paths measured one after the other would compare
+    different moments, and the differences sought are a few microseconds)."""
     size = len(PG_REPLY)
-    samples: list[int] = []
     clock = time.perf_counter_ns
-    with _connect(port) as sock:
-        if mode == "pg":
-            sock.sendall(PG_STARTUP)
-            _recv_exactly(sock, len(PG_LOGGED_IN))
-        recv = sock.recv
+    with contextlib.ExitStack() as stack:
+        turns: list[tuple[socket.socket, bytes, list[int]]] = []
+        for port, mode in paths:
+            sock = stack.enter_context(_connect(port))
+            if mode == "pg":
+                sock.sendall(PG_STARTUP)
+                _recv_exactly(sock, len(PG_LOGGED_IN))
+            turns.append((sock, PG_QUERY if mode == "pg" else RAW_QUERY, []))
         for index in range(warmup + count):
-            start = clock()
-            sock.sendall(request)
-            got = 0
-            while got < size:
-                data = recv(size - got)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
-                got += len(data)
-            elapsed = clock() - start
-            if index >= warmup:
-                samples.append(elapsed)
-        if mode == "pg":
-            sock.sendall(_pg_message(b"X", b""))
-        sock.shutdown(socket.SHUT_WR)
-    return samples
+            shift = index % len(turns)
+            for sock, request, samples in turns[shift:] + turns[:shift]:
+                start = clock()
+                sock.sendall(request)
+                got = 0
+                while got < size:
+                    data = sock.recv(size - got)
+                    if not data:
+                        raise ConnectionError("the server closed the connection")
+                    got += len(data)
+                elapsed = clock() - start
+                if index >= warmup:
+                    samples.append(elapsed)
+        for (sock, _, _), (_, mode) in zip(turns, paths, strict=True):
+            if mode == "pg":
+                sock.sendall(_pg_message(b"X", b""))
+            sock.shutdown(socket.SHUT_WR)
+        return [samples for _, _, samples in turns]
 
 
 def measure_bulk(port: int, total: int, chunk: int) -> float:
@@ -382,11 +387,10 @@ def client() -> None:
                         ),
                     }
                 )
-            elif op == "pgrtt":
-                samples = measure_pg_rtt(
-                    command["port"], command["mode"], command["warmup"], command["count"]
-                )
-                _answer({"ok": True, "samples_ns": samples})
+            elif op == "pgrtts":
+                paths = [(int(port), str(mode)) for port, mode in command["paths"]]
+                samples_per_path = measure_pg_rtts(paths, command["warmup"], command["count"])
+                _answer({"ok": True, "samples_ns": samples_per_path})
             elif op == "bulk":
                 seconds = measure_bulk(command["port"], command["total"], command["chunk"])
                 _answer({"ok": True, "seconds": seconds})

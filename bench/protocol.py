@@ -8,18 +8,20 @@ that only wants a latency toxic would pay for protocols it does not use.
 
 A Query answered by CommandComplete and ReadyForQuery, one at a time, is
 measured on six paths side by side. The differences sought are a few
-microseconds, on a machine other work keeps busy in bursts: each round
-measures every path in short batches, alternating (the order rotates), and
-keeps each path's least disturbed batch (the lowest median); every figure is
-the median over rounds of a per-round value:
+microseconds, on a machine whose state drifts in bursts: so the client holds
+a connection on every path and makes one round trip on each in turn, the
+order rotating every time, and each path's figure of a round is the median
+of its thousands of round trips, all taken under the same conditions; every
+figure below is the median over rounds of a per-round value:
 
 - ``direct_raw`` and ``direct_pg``: straight to the server (``bench/_peer.py``'s
   tiny PostgreSQL server), without and with the protocol (a login, then
-  Queries; raw: the same sizes that are not PostgreSQL's);
+  Queries; raw: the same sizes that are not PostgreSQL's; the server does the
+  same socket work for both);
 - ``engine_raw``: through the engine, raw: nothing in it reads the stream (the
   engine's own cost, the baseline of the target);
-- ``engine_pg``: through the engine, with the protocol: its tracker reads the
-  client's messages;
+- ``engine_pg``: through the same proxy, with the protocol: its tracker reads
+  the client's messages;
 - ``engine_noop``: the same with a ``noop`` toxic on each stream: what any toxic
   in the path costs (the data goes through a chain of stages instead of
   straight to the other socket), reading nothing;
@@ -27,12 +29,13 @@ the median over rounds of a per-round value:
   nothing (``pg_error`` on a statement that never comes), which takes a stage
   in each direction's chain, as the two noops did: the toxic's two readers.
 
-The protocol reading's cost is the tracker's, ``(engine_pg - direct_pg) -
-(engine_raw - direct_raw)``, plus the readers', ``engine_reader -
-engine_noop``; target: at most 20% of the engine's own added round trip,
-``engine_raw - direct_raw``. The chain's own cost, ``engine_noop - engine_pg``,
-is reported beside them: it is any toxic's, not the protocol's. The client and
-the server run in other processes, so that they never take the GIL from the
+The protocol reading's cost is the tracker's, ``engine_pg - engine_raw``
+(all of the difference, though the peers' own, ``direct_pg - direct_raw``,
+is reported beside it), plus the readers', ``engine_reader - engine_noop``;
+target: at most 20% of the engine's own added round trip, ``engine_raw -
+direct_raw``. The chain's own cost, ``engine_noop - engine_pg``, is reported
+beside them: it is any toxic's, not the protocol's. The client and the
+server run in other processes, so that they never take the GIL from the
 engine.
 
 Prints one JSON object. Exit status: 0 when the target is met (always in
@@ -70,21 +73,23 @@ TARGET_SHARE: Final = 0.20
 @dataclass(frozen=True)
 class Plan:
     rounds: int
-    batches: int
-    """Batches of each path in a round, alternating; the round keeps each path's best."""
     warmup: int
     count: int
+    """Round trips on each path in a round (taken in turn with the other paths')."""
 
 
-FULL: Final = Plan(rounds=9, batches=8, warmup=100, count=400)
-QUICK: Final = Plan(rounds=2, batches=2, warmup=50, count=150)
+FULL: Final = Plan(rounds=7, warmup=300, count=2000)
+QUICK: Final = Plan(rounds=2, warmup=50, count=150)
 
 
-def _rtt_p50_ms(client: PeerProcess, port: int, mode: str, plan: Plan) -> float:
+def _round(client: PeerProcess, paths: list[tuple[int, str]], plan: Plan) -> dict[str, float]:
     answer = client.ask(
-        {"op": "pgrtt", "port": port, "mode": mode, "warmup": plan.warmup, "count": plan.count}
+        {"op": "pgrtts", "paths": paths, "warmup": plan.warmup, "count": plan.count}
     )
-    return percentile([ns / 1e6 for ns in answer["samples_ns"]], 0.5)
+    return {
+        path: percentile([ns / 1e6 for ns in samples], 0.5)
+        for path, samples in zip(PATHS, answer["samples_ns"], strict=True)
+    }
 
 
 def run(plan: Plan, quick: bool) -> dict[str, Any]:
@@ -115,14 +120,8 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
             "engine_noop": (noop.port, "pg"),
             "engine_reader": (read.port, "pg"),
         }
-        rounds: list[dict[str, float]] = []
-        for index in range(plan.rounds):
-            batches: dict[str, list[float]] = {path: [] for path in PATHS}
-            for batch in range(plan.batches):
-                shift = (index * plan.batches + batch) % len(PATHS)
-                for path in PATHS[shift:] + PATHS[:shift]:
-                    batches[path].append(_rtt_p50_ms(client, *where[path], plan))
-            rounds.append({path: min(values) for path, values in batches.items()})
+        paths = [where[path] for path in PATHS]
+        rounds = [_round(client, paths, plan) for _ in range(plan.rounds)]
         hits = engine.stats("read").toxics_hit
         injected = [event for event in engine.protocol_events("read") if event.injected]
     if not hits.get("pg_error_downstream") or injected:
@@ -132,16 +131,13 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         return _r(median(values))
 
     engine_added = across([r["engine_raw"] - r["direct_raw"] for r in rounds])
-    tracker = across(
-        [(r["engine_pg"] - r["direct_pg"]) - (r["engine_raw"] - r["direct_raw"]) for r in rounds]
-    )
+    tracker = across([r["engine_pg"] - r["engine_raw"] for r in rounds])
     reader = across([r["engine_reader"] - r["engine_noop"] for r in rounds])
     chain = across([r["engine_noop"] - r["engine_pg"] for r in rounds])
+    peers = across([r["direct_pg"] - r["direct_raw"] for r in rounds])
     protocol = across(
         [
-            (r["engine_pg"] - r["direct_pg"])
-            - (r["engine_raw"] - r["direct_raw"])
-            + (r["engine_reader"] - r["engine_noop"])
+            (r["engine_pg"] - r["engine_raw"]) + (r["engine_reader"] - r["engine_noop"])
             for r in rounds
         ]
     )
@@ -155,6 +151,7 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "protocol_added_rtt_p50_ms": protocol,
         "of_which": {"tracker_ms": tracker, "toxic_readers_ms": reader},
         "any_toxics_chain_ms": chain,
+        "peers_pg_minus_raw_ms": peers,
         "protocol_share_of_engine_added": None if share is None else _r(share, 3),
         "targets": {
             "enforced": not quick,
@@ -169,12 +166,12 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "rounds": [{path: _r(value) for path, value in r.items()} for r in rounds],
         "setup": {
             "rounds": plan.rounds,
-            "batches_per_path_per_round": plan.batches,
-            "round_trips_per_batch": plan.count,
+            "round_trips_per_path_per_round": plan.count,
             "warmup": plan.warmup,
             "aggregation": (
-                "per round, each path's lowest batch p50; median over rounds of per-round "
-                "values and differences"
+                "per round, each path's median over round trips taken in turn with the "
+                "other paths' (order rotating); median over rounds of per-round values and "
+                "differences"
             ),
             **run_context(load_before, started),
         },
