@@ -19,9 +19,11 @@ from collections.abc import Callable
 from conftest import IO_TIMEOUT, Peer, connect, recv_exactly
 
 from pytest_asyncfaults import Engine, make_toxic
+from pytest_asyncfaults._toxics import CLOSE, Data
 from pytest_asyncfaults._toxics._chain import ToxicChain
 from pytest_asyncfaults._toxics._pgwire import error_fields, message
-from pytest_asyncfaults._toxics.postgres import PgError
+from pytest_asyncfaults._toxics._stage import Bulletin
+from pytest_asyncfaults._toxics.postgres import PgLogin
 
 MB = 1024 * 1024
 PeerFactory = Callable[[Callable[[socket.socket], None]], Peer]
@@ -42,15 +44,31 @@ def read_line(sock: socket.socket) -> bytes:
     return line
 
 
-def test_a_paired_stage_marks_its_chain() -> None:
-    """The driver knows to run the other direction only where a protocol toxic sits."""
-    chain = ToxicChain()
-    toxic = PgError({"sqlstate": "40001", "message": "", "match": "", "nth": 0}, random.Random())
-    assert not chain.paired
-    chain.append("e", toxic, 0.0)
-    assert chain.paired
-    chain.remove("e", 0.0)
-    assert not chain.paired
+def test_both_faces_of_a_protocol_toxic_tell_the_bulletin_the_driver_hands_them() -> None:
+    """The driver looks at one bulletin per connection after each chunk: the client's face
+    refusing a login made the server's face's output due (nudged), and the notes of both
+    faces are there, in the order they were made."""
+    bulletin = Bulletin()
+    toxic = PgLogin(
+        {"action": "refuse", "delay": 0, "sqlstate": "", "message": ""}, random.Random()
+    )
+    assert toxic.partner is not None
+    toxic.bulletin = toxic.partner.bulletin = bulletin
+    upstream, downstream = ToxicChain(), ToxicChain()
+    upstream.append("login", toxic, 0.0)
+    downstream.append("login", toxic.partner, 0.0)
+    assert not bulletin.nudged
+    assert not bulletin.notes
+    assert upstream.feed(Data(STARTUP, 0.0), 0.0) == []  # the login never reaches the server
+    assert bulletin.nudged
+    assert [note.text for note in bulletin.notes] == [
+        "startup: user app, database app",
+        "login refused: FATAL 53300 (too_many_connections)",
+    ]
+    (answer, end) = downstream.pump(0.0)
+    assert isinstance(answer, Data)
+    assert end is CLOSE
+    assert error_fields(answer.data[5:])["C"] == "53300"
 
 
 def test_an_smtp_reply_is_given_by_the_proxy_and_the_server_never_hears_the_command(

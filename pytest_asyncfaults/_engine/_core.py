@@ -32,7 +32,7 @@ from .._toxics import CLOSE, EOF, RESET, TOXIC_TYPES, Data, Event, Noop, Stage
 from .._toxics._chain import ToxicChain
 from .._toxics._pgwire import PgSession
 from .._toxics._spec import ToxicSpec, check_name, check_spec, update_toxic
-from .._toxics._stage import Note
+from .._toxics._stage import Bulletin, Note
 from .._values import spelled
 from ._models import ProtocolEvent, ProxyInfo, ProxyStats
 from ._sockets import Listener, Poller, Stream, dial, listen
@@ -154,6 +154,8 @@ class _Connection:
         self.loop = proxy.loop
         self.number = number
         self.chains: tuple[ToxicChain, ToxicChain] = (ToxicChain(), ToxicChain())
+        self.bulletin = Bulletin()
+        """What the protocol toxics here noted, or made due, since the driver last looked."""
         self.client = _Side(self, UPSTREAM)
         self.server = _Side(self, DOWNSTREAM)
         self.client.peer, self.server.peer = self.server, self.client
@@ -233,22 +235,22 @@ class _Connection:
     # -- data path ------------------------------------------------------------------
 
     def feed(self, direction: int, event: Event) -> None:
-        chain = self.chains[direction]
-        self.emit(direction, chain.feed(event, self.loop.time()))
+        self.emit(direction, self.chains[direction].feed(event, self.loop.time()))
         self._after_chain_change(direction)
-        if chain.paired:
-            self._after_paired_run(direction)
+        bulletin = self.bulletin
+        if bulletin.nudged or bulletin.notes:
+            self._read_bulletin(direction)
 
-    def _after_paired_run(self, direction: int) -> None:
-        """The engine's one hook for protocol toxics: a stage of this chain may have made
-        its partner's output due (an answer for the client, a cut), so the other chain's
-        deadline is asked again; and what the toxics noted goes to the proxy's log."""
-        chains = self.chains
-        if chains[1 - direction].take_nudge():
+    def _read_bulletin(self, direction: int) -> None:
+        """The engine's one hook for protocol toxics: a stage may have made output of the
+        other chain due (an answer for the client, a cut), so its deadline is asked again;
+        and what the toxics noted goes to the proxy's log."""
+        bulletin = self.bulletin
+        if bulletin.nudged:
+            bulletin.nudged = False
             self._after_chain_change(1 - direction)
-        notes = chains[UPSTREAM].take_notes()
-        notes += chains[DOWNSTREAM].take_notes()
-        if notes:
+        if bulletin.notes:
+            notes, bulletin.notes = bulletin.notes, []
             self.proxy.log(self.number, notes)
 
     def _after_chain_change(self, direction: int) -> None:
@@ -278,11 +280,11 @@ class _Connection:
         self._timer_at[direction] = None
         if self.closed:
             return
-        chain = self.chains[direction]
-        self.emit(direction, chain.pump(self.loop.time()))
+        self.emit(direction, self.chains[direction].pump(self.loop.time()))
         self._after_chain_change(direction)
-        if chain.paired:
-            self._after_paired_run(direction)
+        bulletin = self.bulletin
+        if bulletin.nudged or bulletin.notes:
+            self._read_bulletin(direction)
 
     def emit(self, direction: int, events: list[Event]) -> None:
         """Carry out what left a chain: write, half-close, close or reset."""
@@ -328,6 +330,9 @@ class _Connection:
             state.hits += 1
             stage = TOXIC_TYPES[spec.type](spec.attributes, rng)
             stage.shared = state.shared
+            stage.bulletin = self.bulletin
+            if stage.partner is not None:
+                stage.partner.bulletin = self.bulletin
             if self.carried:
                 stage.joined_late(self.tracker)
             return stage

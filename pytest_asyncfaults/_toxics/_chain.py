@@ -12,44 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import final
 
-from ._stage import Attributes, Event, Note, Stage
+from ._stage import Attributes, Event, Stage
 
 
 @final
 class ToxicChain:
-    __slots__ = ("_paired", "_stages", "active", "paired")
+    __slots__ = ("_stages", "active")
 
     def __init__(self) -> None:
         self._stages: list[tuple[str, Stage]] = []
-        self._paired: list[Stage] = []
         self.active = False
         """A toxic is in the chain: bytes go through its stages (else straight on)."""
-        self.paired = False
-        """A stage here has a partner in the other direction's chain (a protocol toxic):
-        running this chain may make the other one's output due."""
-
-    def _pairing_changed(self) -> None:
-        self._paired = [stage for _, stage in self._stages if stage.partner is not None]
-        self.paired = bool(self._paired)
-        self.active = bool(self._stages)
-
-    def take_nudge(self) -> bool:
-        """Whether a partner made output of a stage here due since the last call."""
-        nudged = False
-        for stage in self._paired:
-            if stage.nudged:
-                stage.nudged = False
-                nudged = True
-        return nudged
-
-    def take_notes(self) -> list[Note]:
-        """What the protocol toxics here noted since the last call (for the timeline)."""
-        notes: list[Note] = []
-        for stage in self._paired:
-            if stage.notes:
-                notes.extend(stage.notes)
-                stage.notes = []
-        return notes
 
     @property
     def phase(self) -> str:
@@ -76,7 +49,10 @@ class ToxicChain:
     @property
     def holding(self) -> int:
         """Bytes held by the stages, for the driver's read back-pressure."""
-        return sum(stage.holding for _, stage in self._stages)
+        total = 0
+        for _, stage in self._stages:
+            total += stage.holding
+        return total
 
     def _index(self, name: str) -> int:
         for index, (existing, _) in enumerate(self._stages):
@@ -132,7 +108,7 @@ class ToxicChain:
     def append(self, name: str, stage: Stage, now: float) -> list[Event]:
         """A toxic joins at the end of the chain (Toxiproxy's order: as added)."""
         self._stages.append((name, stage))
-        self._pairing_changed()
+        self.active = bool(self._stages)
         stage.start(now)
         return self.pump(now)
 
@@ -140,7 +116,7 @@ class ToxicChain:
         """A toxic leaves: what it held goes on, then its clean-up (if any)."""
         index = self._index(name)
         _, stage = self._stages.pop(index)
-        self._pairing_changed()
+        self.active = bool(self._stages)
         released = stage.interrupt(now)
         if cleanup:
             released.extend(stage.cleanup(now))
@@ -151,7 +127,7 @@ class ToxicChain:
         index = self._index(name)
         released = self._stages[index][1].interrupt(now)
         self._stages[index] = (name, stage)
-        self._pairing_changed()
+        self.active = bool(self._stages)
         stage.start(now)
         return self._feed_at(index + 1, released, now)
 

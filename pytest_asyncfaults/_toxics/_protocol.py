@@ -14,9 +14,9 @@ waits for its end (a statement's text, a reply to rewrite), never longer than
 ``HOLD_LIMIT`` bytes. What a face can do at a message boundary: pass, drop,
 insert bytes before it, delay what follows, hold what follows until the
 toxic goes, or cut the connection there. One face can give the client an
-answer of its own through the other (``answer``), which marks that face
-``nudged``: the engine, after running a chain with a paired stage, asks the
-other chain's deadline again when a stage there was nudged.
+answer of its own through the other (``answer``), which the face says on the
+connection's bulletin (``nudged``): the engine, after running a chain, asks
+the other chain's deadline again when a stage was nudged.
 
 A stream that is not the protocol (or is encrypted) makes both faces stand
 aside for good: every byte then passes as it came, as through ``noop``.
@@ -106,41 +106,47 @@ class Face(Stage):
             if not self._held:
                 self._stamp = fresh.stamp
             self._held += fresh.data
+            self.holding += len(fresh.data)
             self._fresh = None
 
     def on_data(self, chunk: Data, now: float) -> None:
-        data = chunk.data
         if self._held or self._hanging or self._cut_at is not None:
-            if not self._held:
-                self._stamp = chunk.stamp
-            self._held += data
-            self.holding += len(data)
-            self._decide_all(self._read(data), now)
-            self._settle(now)
+            self._on_data_behind(chunk, now)
             return
-        size = len(data)
-        session = self._session
-        if session.opaque:
-            self._out += size
-            self._release(chunk, now if now > self._not_before else self._not_before)
+        if self._session.opaque:
+            self._pass(chunk, now)
             return
         # The common case, without a copy: the chunk is decided about as it is, and goes on
         # as it came unless a decision acted on its bytes or a message of it waits for its end.
         self._fresh = chunk
-        self.holding += size
-        items = self._read(data)
+        items = self._read(chunk.data)
         if items:
             self._decide_all(items, now)
-        if self._fresh is not None and not self._ended:
-            if self._cut_at is None and not self._hanging:
-                start = None if session.opaque else self._decisive()
-                if start is None or self._out + size - start > HOLD_LIMIT:
-                    self._fresh = None
-                    self.holding -= size
-                    self._out += size
-                    self._release(chunk, now if now > self._not_before else self._not_before)
-                    return
-            self._materialize()
+        if self._fresh is None or self._ended:
+            self._settle(now)
+            return
+        if self._cut_at is None and not self._hanging:
+            start = None if self._session.opaque else self._decisive()
+            if start is None or self.received - start > HOLD_LIMIT:
+                self._fresh = None
+                self._pass(chunk, now)
+                return
+        self._materialize()
+        self._settle(now)
+
+    def _pass(self, chunk: Data, now: float) -> None:
+        """``chunk`` goes on whole, as it came."""
+        self._out += len(chunk.data)
+        self._release(chunk, now if now > self._not_before else self._not_before)
+
+    def _on_data_behind(self, chunk: Data, now: float) -> None:
+        """A chunk behind held bytes (or a hold, or a cut point): it joins them, then the
+        decisions let go of what they can."""
+        if not self._held:
+            self._stamp = chunk.stamp
+        self._held += chunk.data
+        self.holding += len(chunk.data)
+        self._decide_all(self._read(chunk.data), now)
         self._settle(now)
 
     def _decide_all(self, items: Sequence[Any], now: float) -> None:
@@ -237,14 +243,14 @@ class Face(Stage):
         offset = max(offset, self._out)
         if self._cut_at is None or offset < self._cut_at:
             self._cut_at, self._cut_marker, self._cut_note = offset, marker, note
-            self.nudged = True
+            self.bulletin.nudged = True
 
     def answer(self, data: bytes, now: float, *, close: bool = False) -> None:
         """Give the peer this direction's reader talks to an answer of the toxic's own, at the
         current point of the stream (what is held comes after it); then close, if asked."""
         if self._ended:
             return
-        self.nudged = True
+        self.bulletin.nudged = True
         self.insert(data, now)
         if close:
             self._finish(CLOSE, now)
@@ -281,7 +287,7 @@ class Face(Stage):
             last.until = now
             return
         self._last_note = note = Note(now, text, injected, 1, now)
-        self.notes.append(note)
+        self.bulletin.notes.append(note)
 
     # -- the toxic changes or goes ----------------------------------------------------------------
 

@@ -15,9 +15,9 @@ each toxic declares its attributes' kinds once, in ``attribute_kinds``.
 A protocol toxic reads both directions of a connection: it is a pair of
 stages sharing one state, one in each direction's chain (Toxiproxy's
 "bidirectional toxic"). Either one may make the other one's output due (an
-answer the proxy gives the client itself), and marks that one ``nudged``; the
-driver then asks the other chain's ``deadline`` again, which is the whole of
-the hook.
+answer the proxy gives the client itself): it says so on the connection's
+``Bulletin`` (``nudged``), and the driver then asks the other chain's
+``deadline`` again, which is the whole of the hook.
 """
 
 from __future__ import annotations
@@ -52,6 +52,24 @@ class Note:
     injected: bool = False
     repeats: int = 1
     until: float = 0.0
+
+
+@final
+class Bulletin:
+    """What the protocol toxics of one connection have to tell its driver since it last
+    looked: notes for the timeline, and whether a stage made output of the other
+    direction's chain due (``nudged``: an answer the proxy gives the client, a cut).
+
+    One per connection, shared by the stages of both its chains (the driver hands it to
+    each), so that the driver's look after every chunk is two attribute reads, not a walk
+    over the stages: it runs after every chunk of every connection with a protocol toxic.
+    """
+
+    __slots__ = ("notes", "nudged")
+
+    def __init__(self) -> None:
+        self.notes: list[Note] = []
+        self.nudged = False
 
 
 @final
@@ -134,11 +152,10 @@ class Stage:
         """Bytes queued in this stage (the driver stops reading above a bound)."""
         self.partner: Stage | None = None
         """The stage of the same toxic in the other direction's chain, sharing its state."""
-        self.notes: list[Note] = []
-        """What a protocol toxic saw and did since the driver last took them."""
-        self.nudged = False
-        """Its partner made output of this stage due (an answer, a cut): the driver must run
-        this stage's chain even though no data came its way."""
+        self.bulletin = Bulletin()
+        """Where a protocol toxic's stage tells the driver what it saw and did, and that
+        output of a chain became due with no data coming its way; the driver hands the
+        stages of one connection the same one (a stage built alone keeps its own)."""
         self.shared: dict[str, int] = {}
         """What one toxic counts across all its connections (the Nth statement the proxy
         sees): the driver hands every stage of a toxic the same dict."""
