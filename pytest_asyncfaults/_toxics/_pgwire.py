@@ -79,8 +79,8 @@ class Statement:
     rows_in: int = 0
     """CopyData the client sent for it (a COPY FROM STDIN)."""
     done: bool = False
-    tags: dict[str, object] = field(default_factory=dict)
-    """What a toxic decided about it (a cut, an injected error's token)."""
+    cut: bool = False
+    """A ``pg_cut`` chose it: its result (or its COPY data) is to be cut."""
 
     def short(self, limit: int = 72) -> str:
         return shorten_sql(self.sql, limit)
@@ -192,6 +192,9 @@ class _Reader:
         pos, size, base = 0, len(data), self.offset
         if self._end < 0 and not (self._header or self.untyped or self.answers_due):
             pos = self._whole_messages(data, out)
+            if pos == size:  # the common case: the chunk ends where a message does
+                self.offset = base + size
+                return out
         while pos < size and not self.broken:
             if self._end < 0:
                 if self.answers_due:

@@ -245,7 +245,8 @@ class Stage:
     # -- output ----------------------------------------------------------------
 
     def _release(self, event: Event, when: float) -> None:
-        when = max(when, self._last_release)
+        if when < self._last_release:
+            when = self._last_release
         self._last_release = when
         self._queue.append((when, event))
         if isinstance(event, Data):

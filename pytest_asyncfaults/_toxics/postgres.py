@@ -120,6 +120,7 @@ class _PgToxic(ProtocolToxic):
         self.session = PgSession()
         self._login_done_noted = False
         super().__init__(attributes, rng)
+        self._read = self.session.client  # read_client's work, one call less per chunk
 
     def read_client(self, data: bytes) -> list[PgMessage]:
         return self.session.client(data)
@@ -422,13 +423,13 @@ class PgCut(_StatementToxic):
         if msg.kind in ("Q", "E"):
             if not self.selects(statement):
                 return
-            statement.tags["cut"] = True
+            statement.cut = True
             if self._after == 0:
                 if _COPY_IN.match(statement.sql):
                     self.arm_cut(msg.end, self._marker, self._how(statement))
                 elif self.session.current is statement:
                     self.server.arm_cut(self.server.received, self._marker, self._how(statement))
-        elif msg.kind == "d" and statement.tags.get("cut") and msg.index == self._after:
+        elif msg.kind == "d" and statement.cut and msg.index == self._after:
             self.arm_cut(msg.end, self._marker, self._how(statement))
 
     def server_message(self, msg: PgMessage, now: float) -> None:
@@ -436,7 +437,7 @@ class PgCut(_StatementToxic):
         if (
             msg.kind in ("D", "d")
             and statement is not None
-            and statement.tags.get("cut")
+            and statement.cut
             and msg.index == self._after
         ):
             self.server.arm_cut(msg.end, self._marker, self._how(statement))
@@ -445,7 +446,7 @@ class PgCut(_StatementToxic):
         if (
             self._after == 0
             and current is not None
-            and current.tags.get("cut")
+            and current.cut
             and not _COPY_IN.match(current.sql)
         ):
             self.server.arm_cut(msg.end, self._marker, self._how(current))
