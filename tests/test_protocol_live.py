@@ -221,6 +221,25 @@ async def test_an_asyncpg_pool_recovers_once_the_toxics_are_gone(
         await asyncio.wait_for(lazy.close(), TIMEOUT)
 
 
+async def test_a_toxic_that_read_in_the_trackers_place_hands_over_when_it_goes(
+    protocol: Faults, via: str
+) -> None:
+    """A connection made under a protocol toxic is read once: the toxic's reading stands in
+    for the engine's tracker. When it goes, a tracker goes on from there, so that a toxic
+    joining later still knows the statements prepared before (asyncpg runs a prepared
+    statement by its name alone: only its Parse, made under the first toxic, has the SQL)."""
+    async with protocol.postgres.pg_delay(1, match="^NEVER SENT"):
+        conn = await asyncpg.connect(via, timeout=TIMEOUT)
+    try:
+        statement = await conn.prepare("SELECT $1::int + 1 AS handed_over")
+        async with protocol.postgres.pg_error("40001", match="handed_over"):
+            with pytest.raises(asyncpg.SerializationError):
+                await statement.fetchval(1)
+        assert await statement.fetchval(1) == 2
+    finally:
+        await asyncio.wait_for(conn.close(), TIMEOUT)
+
+
 async def test_pg_login_refuse_gives_the_asyncpg_class_of_its_sqlstate(
     protocol: Faults, via: str
 ) -> None:

@@ -174,12 +174,43 @@ class _Connection:
         statements it prepared, where its messages start. A protocol toxic that joins the
         connection later (a pooled connection made before the test's fault) goes on from
         there, instead of from a guess. Dropped at the first sign of another protocol."""
+        self._stand_in: PgSession | None = None
+        """A PostgreSQL toxic's session reading the client's stream in the tracker's place."""
 
     def track(self, data: bytes) -> None:
         tracker = self.tracker
         assert tracker is not None
         tracker.client(data)
         if tracker.opaque:
+            self.tracker = None
+
+    def _tracked(self) -> PgSession | None:
+        """What a toxic joining now goes on from: the tracker, or a copy of what stands in
+        for it."""
+        stand_in = self._stand_in
+        return self.tracker if stand_in is None else stand_in.as_tracker()
+
+    def _review_tracking(self) -> None:
+        """One reading of the client's stream, not two: while the first stage of the
+        client's chain is a PostgreSQL toxic whose session stands where the tracker does (it
+        read the stream from its first byte, or went on from the tracker), that session
+        stands in for the tracker, which rests; when it goes, a tracker goes on from where
+        it stood."""
+        first = self.chains[UPSTREAM].first
+        session = first.client_session() if first is not None else None
+        stand_in = self._stand_in
+        if session is stand_in:
+            return
+        if stand_in is not None:
+            self._stand_in = None
+            self.tracker = stand_in.as_tracker()
+        tracker = self.tracker
+        if (
+            isinstance(session, PgSession)
+            and tracker is not None
+            and session.client_offset == tracker.client_offset
+        ):
+            self._stand_in = session
             self.tracker = None
 
     @property
@@ -334,7 +365,7 @@ class _Connection:
             if stage.partner is not None:
                 stage.partner.bulletin = self.bulletin
             if self.carried:
-                stage.joined_late(self.tracker)
+                stage.joined_late(self._tracked())
             return stage
         return Noop({}, rng)
 
@@ -353,6 +384,7 @@ class _Connection:
         for direction, placed in self._placements(state, stage):
             self.emit(direction, self.chains[direction].append(state.spec.name, placed, now))
             self._after_chain_change(direction)
+        self._review_tracking()
 
     def update_toxic(self, state: _ToxicState, now: float) -> None:
         name = state.spec.name
@@ -368,6 +400,7 @@ class _Connection:
                 events = chain.replace(name, stage, now)
             self.emit(direction, events)
             self._after_chain_change(direction)
+        self._review_tracking()
 
     def remove_toxic(self, state: _ToxicState, now: float) -> None:
         for direction in (UPSTREAM, DOWNSTREAM):
@@ -375,6 +408,7 @@ class _Connection:
             if state.spec.name in chain.names:
                 self.emit(direction, chain.remove(state.spec.name, now))
                 self._after_chain_change(direction)
+        self._review_tracking()
 
     # -- teardown -----------------------------------------------------------------------
 

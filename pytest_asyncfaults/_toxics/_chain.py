@@ -40,6 +40,11 @@ class ToxicChain:
         return len(self._stages)
 
     @property
+    def first(self) -> Stage | None:
+        """The stage that gets the stream's bytes as they were read, if any."""
+        return self._stages[0][1] if self._stages else None
+
+    @property
     def names(self) -> list[str]:
         return [name for name, _ in self._stages]
 

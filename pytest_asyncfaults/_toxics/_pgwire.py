@@ -405,6 +405,20 @@ class PgSession:
         self.client_reader.untyped = False
         self.state = "ready"
 
+    def as_tracker(self) -> PgSession | None:
+        """A tracker that goes on from where this session's reading of the client's side
+        stands (the engine's, when a protocol toxic that read in its place goes); None when
+        the stream is not PostgreSQL's (or encrypted): there is nothing to track."""
+        if self.opaque:
+            return None
+        tracker = PgSession(tracking=True)
+        tracker.client_reader = self.client_reader.copy()
+        tracker.state = "ready" if self.state == "authentication" else self.state
+        tracker.user, tracker.database, tracker.count = self.user, self.database, self.count
+        tracker._statements = dict(self._statements)
+        tracker._portals = dict(self._portals)
+        return tracker
+
     @property
     def current(self) -> Statement | None:
         """The statement the server's next result messages belong to, if any.

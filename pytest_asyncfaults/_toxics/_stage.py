@@ -166,6 +166,12 @@ class Stage:
         """Where the connection's protocol stands, for a hang report ("" if unknown)."""
         return ""
 
+    def client_session(self) -> object:
+        """What this stage reads of the client's stream, if it can stand in for the driver's
+        tracker of the connection (a PostgreSQL toxic's session: the driver then reads the
+        stream once, not twice); None for every other stage."""
+        return None
+
     def joined_late(self, tracker: object = None) -> None:
         """The stage joins a connection that has already carried data: it reads the
         streams from the middle. Only the protocol toxics care; ``tracker`` is what the

@@ -137,6 +137,9 @@ class _PgToxic(ProtocolToxic):
         self.session.joined_late(tracker)
         self.start_at(self.session.client_offset)
 
+    def client_session(self) -> PgSession:
+        return self.session
+
     @property
     def phase(self) -> str:
         return self.session.phase()
