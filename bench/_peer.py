@@ -12,9 +12,8 @@ for one GIL either:
 
 * ``server``: an echo listener, a sink listener and a tiny PostgreSQL server
   (``pg``, for ``bench/protocol.py``: it logs anyone in and answers each
-  Query with CommandComplete and ReadyForQuery; a client that does not start
-  with a StartupMessage gets the same sizes back, without the protocol);
-  prints their ports, then runs until stdin says ``quit`` or closes.
+  Query with CommandComplete and ReadyForQuery); prints their ports, then
+  runs until stdin says ``quit`` or closes.
 * ``client``: runs ``rtt``, ``pgrtts`` and ``bulk`` measurements against a
   port it is given and answers with the raw figures; the parent does the
   statistics. ``hold`` opens many connections at once (a round trip on each)
@@ -59,8 +58,6 @@ PG_STARTUP: Final = struct.pack("!i", len(_PG_PARAMS) + 4) + _PG_PARAMS
 PG_LOGGED_IN: Final = _pg_message(b"R", struct.pack("!i", 0)) + _pg_message(b"Z", b"I")
 PG_QUERY: Final = _pg_message(b"Q", b"SELECT 1\0")
 PG_REPLY: Final = _pg_message(b"C", b"SELECT 1\0") + _pg_message(b"Z", b"I")
-RAW_QUERY: Final = b"x" * len(PG_QUERY)
-"""The raw mode's request: a Query's size, not the protocol (no reader keeps reading it)."""
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -105,23 +102,17 @@ def _sink(conn: socket.socket) -> None:
 
 
 def _pg(conn: socket.socket) -> None:
-    """A Query in, CommandComplete and ReadyForQuery out; or the same sizes, raw.
+    """Anyone is logged in; each Query is answered by CommandComplete and ReadyForQuery.
 
-    Both modes do the same socket work per round trip (one ``recv`` of a Query's size,
-    one ``sendall``), so that a difference between them measured through a proxy is the
-    proxy's: the client sends nothing but Queries after its login, and a Terminate last."""
+    The client sends nothing but Queries after its login, and a Terminate last (shorter)."""
     first = _recv_exactly(conn, 8)
     length, code = struct.unpack("!ii", first)
-    if 8 <= length <= 10000 and code >> 16 == 3:
-        _recv_exactly(conn, length - 8)
-        conn.sendall(PG_LOGGED_IN)
-        request, reply = conn.recv(len(PG_QUERY), socket.MSG_WAITALL), PG_REPLY
-    else:
-        request = first + _recv_exactly(conn, len(RAW_QUERY) - 8)
-        reply = b"y" * len(PG_REPLY)
-    while len(request) == len(PG_QUERY):  # a Terminate, or the end of the stream, is shorter
-        conn.sendall(reply)
-        request = conn.recv(len(PG_QUERY), socket.MSG_WAITALL)
+    if not (8 <= length <= 10000 and code >> 16 == 3):
+        return
+    _recv_exactly(conn, length - 8)
+    conn.sendall(PG_LOGGED_IN)
+    while len(conn.recv(len(PG_QUERY), socket.MSG_WAITALL)) == len(PG_QUERY):
+        conn.sendall(PG_REPLY)
 
 
 class _Servers:
@@ -289,28 +280,26 @@ def measure_rtt(port: int, size: int, warmup: int, count: int, pause: float = 0.
     return samples
 
 
-def measure_pg_rtts(paths: list[tuple[int, str]], warmup: int, count: int) -> list[list[int]]:
+def measure_pg_rtts(ports: list[int], warmup: int, count: int) -> list[list[int]]:
     """Round trips in ns of a Query answered by CommandComplete and ReadyForQuery, after a
-    login (mode "pg"), or of the same sizes without the protocol (mode "raw"), on each
-    ``(port, mode)`` path: one connection each, one round trip on each in turn, the order
+    login, on each port: one connection each, one round trip on each in turn, the order
     rotating every time, so that every path is measured under the same conditions (a
     machine's state drifts in bursts; paths measured one after the other would compare
     different moments, and the differences sought are a few microseconds)."""
     size = len(PG_REPLY)
     clock = time.perf_counter_ns
     with contextlib.ExitStack() as stack:
-        turns: list[tuple[socket.socket, bytes, list[int]]] = []
-        for port, mode in paths:
+        turns: list[tuple[socket.socket, list[int]]] = []
+        for port in ports:
             sock = stack.enter_context(_connect(port))
-            if mode == "pg":
-                sock.sendall(PG_STARTUP)
-                _recv_exactly(sock, len(PG_LOGGED_IN))
-            turns.append((sock, PG_QUERY if mode == "pg" else RAW_QUERY, []))
+            sock.sendall(PG_STARTUP)
+            _recv_exactly(sock, len(PG_LOGGED_IN))
+            turns.append((sock, []))
         for index in range(warmup + count):
             shift = index % len(turns)
-            for sock, request, samples in turns[shift:] + turns[:shift]:
+            for sock, samples in turns[shift:] + turns[:shift]:
                 start = clock()
-                sock.sendall(request)
+                sock.sendall(PG_QUERY)
                 got = 0
                 while got < size:
                     data = sock.recv(size - got)
@@ -320,11 +309,10 @@ def measure_pg_rtts(paths: list[tuple[int, str]], warmup: int, count: int) -> li
                 elapsed = clock() - start
                 if index >= warmup:
                     samples.append(elapsed)
-        for (sock, _, _), (_, mode) in zip(turns, paths, strict=True):
-            if mode == "pg":
-                sock.sendall(_pg_message(b"X", b""))
+        for sock, _ in turns:
+            sock.sendall(_pg_message(b"X", b""))
             sock.shutdown(socket.SHUT_WR)
-        return [samples for _, _, samples in turns]
+        return [samples for _, samples in turns]
 
 
 def measure_bulk(port: int, total: int, chunk: int) -> float:
@@ -388,8 +376,8 @@ def client() -> None:
                     }
                 )
             elif op == "pgrtts":
-                paths = [(int(port), str(mode)) for port, mode in command["paths"]]
-                samples_per_path = measure_pg_rtts(paths, command["warmup"], command["count"])
+                ports = [int(port) for port in command["ports"]]
+                samples_per_path = measure_pg_rtts(ports, command["warmup"], command["count"])
                 _answer({"ok": True, "samples_ns": samples_per_path})
             elif op == "bulk":
                 seconds = measure_bulk(command["port"], command["total"], command["chunk"])

@@ -7,36 +7,35 @@ must stay small next to what the engine costs a round trip anyway, or a test
 that only wants a latency toxic would pay for protocols it does not use.
 
 A Query answered by CommandComplete and ReadyForQuery, one at a time, is
-measured on six paths side by side. The differences sought are a few
+measured on five paths side by side. The differences sought are a few
 microseconds, on a machine whose state drifts in bursts: so the client holds
 a connection on every path and makes one round trip on each in turn, the
 order rotating every time, and each path's figure of a round is the median
 of its thousands of round trips, all taken under the same conditions; every
 figure below is the median over rounds of a per-round value:
 
-- ``direct_raw`` and ``direct_pg``: straight to the server (``bench/_peer.py``'s
-  tiny PostgreSQL server), without and with the protocol (a login, then
-  Queries; raw: the same sizes that are not PostgreSQL's; the server does the
-  same socket work for both);
-- ``engine_raw``: through the engine, raw: nothing in it reads the stream (the
-  engine's own cost, the baseline of the target);
-- ``engine_pg``: through the same proxy, with the protocol: its tracker reads
-  the client's messages;
+- ``direct``: straight to the server (``bench/_peer.py``'s tiny PostgreSQL
+  server);
+- ``engine_untracked``: through the engine, on a proxy whose connections do
+  not read the client's side (the engine's tracker turned off, which only
+  this benchmark does): nothing in it reads the stream, the engine's own
+  cost, the baseline of the target;
+- ``engine_pg``: through the engine as it is: its tracker reads the client's
+  messages;
 - ``engine_noop``: the same with a ``noop`` toxic on each stream: what any toxic
   in the path costs (the data goes through a chain of stages instead of
   straight to the other socket), reading nothing;
 - ``engine_reader``: the same with a protocol toxic on the proxy that matches
   nothing (``pg_error`` on a statement that never comes), which takes a stage
-  in each direction's chain, as the two noops did: the toxic's two readers.
+  in each direction's chain, as the two noops did: the toxic's two readers
+  (its reading of the client's side stands in for the tracker's).
 
-The protocol reading's cost is the tracker's, ``engine_pg - engine_raw``
-(all of the difference, though the peers' own, ``direct_pg - direct_raw``,
-is reported beside it), plus the readers', ``engine_reader - engine_noop``;
-target: at most 20% of the engine's own added round trip, ``engine_raw -
-direct_raw``. The chain's own cost, ``engine_noop - engine_pg``, is reported
-beside them: it is any toxic's, not the protocol's. The client and the
-server run in other processes, so that they never take the GIL from the
-engine.
+The protocol reading's cost is the tracker's, ``engine_pg -
+engine_untracked``, plus the readers', ``engine_reader - engine_noop``;
+target: at most 20% of the engine's own added round trip, ``engine_untracked
+- direct``. The chain's own cost, ``engine_noop - engine_pg``, is reported
+beside them: it is any toxic's, not the protocol's. The client and the server
+run in other processes, so that they never take the GIL from the engine.
 
 Prints one JSON object. Exit status: 0 when the target is met (always in
 ``--quick`` mode, a smoke test), 1 when it is missed, 2 when the benchmark
@@ -58,14 +57,7 @@ from proxy import START_TIMEOUT, PeerProcess, _closing, _r, median, percentile, 
 
 from pytest_asyncfaults import Engine, make_toxic
 
-PATHS: Final = (
-    "direct_raw",
-    "direct_pg",
-    "engine_raw",
-    "engine_pg",
-    "engine_noop",
-    "engine_reader",
-)
+PATHS: Final = ("direct", "engine_untracked", "engine_pg", "engine_noop", "engine_reader")
 TARGET_SHARE: Final = 0.20
 """The protocol reading may add at most this share of the engine's own added round trip."""
 
@@ -82,9 +74,9 @@ FULL: Final = Plan(rounds=7, warmup=300, count=2000)
 QUICK: Final = Plan(rounds=2, warmup=50, count=150)
 
 
-def _round(client: PeerProcess, paths: list[tuple[int, str]], plan: Plan) -> dict[str, float]:
+def _round(client: PeerProcess, ports: list[int], plan: Plan) -> dict[str, float]:
     answer = client.ask(
-        {"op": "pgrtts", "paths": paths, "warmup": plan.warmup, "count": plan.count}
+        {"op": "pgrtts", "ports": ports, "warmup": plan.warmup, "count": plan.count}
     )
     return {
         path: percentile([ns / 1e6 for ns in samples], 0.5)
@@ -103,6 +95,8 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         pg_port = int(server.receive(START_TIMEOUT)["pg"])
         client.receive(START_TIMEOUT)
         engine = stack.enter_context(Engine(seed=1))
+        untracked = engine.create_proxy("untracked", f"127.0.0.1:{pg_port}")
+        engine.target._proxy("untracked").tracking = False
         plain = engine.create_proxy("plain", f"127.0.0.1:{pg_port}")
         noop = engine.create_proxy("noop", f"127.0.0.1:{pg_port}")
         for stream in ("upstream", "downstream"):
@@ -113,15 +107,14 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
             make_toxic("pg_error", attributes={"sqlstate": "40001", "match": "^NEVER SENT"}),
         )
         where = {
-            "direct_raw": (pg_port, "raw"),
-            "direct_pg": (pg_port, "pg"),
-            "engine_raw": (plain.port, "raw"),
-            "engine_pg": (plain.port, "pg"),
-            "engine_noop": (noop.port, "pg"),
-            "engine_reader": (read.port, "pg"),
+            "direct": pg_port,
+            "engine_untracked": untracked.port,
+            "engine_pg": plain.port,
+            "engine_noop": noop.port,
+            "engine_reader": read.port,
         }
-        paths = [where[path] for path in PATHS]
-        rounds = [_round(client, paths, plan) for _ in range(plan.rounds)]
+        ports = [where[path] for path in PATHS]
+        rounds = [_round(client, ports, plan) for _ in range(plan.rounds)]
         hits = engine.stats("read").toxics_hit
         injected = [event for event in engine.protocol_events("read") if event.injected]
     if not hits.get("pg_error_downstream") or injected:
@@ -130,14 +123,13 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
     def across(values: list[float]) -> float:
         return _r(median(values))
 
-    engine_added = across([r["engine_raw"] - r["direct_raw"] for r in rounds])
-    tracker = across([r["engine_pg"] - r["engine_raw"] for r in rounds])
+    engine_added = across([r["engine_untracked"] - r["direct"] for r in rounds])
+    tracker = across([r["engine_pg"] - r["engine_untracked"] for r in rounds])
     reader = across([r["engine_reader"] - r["engine_noop"] for r in rounds])
     chain = across([r["engine_noop"] - r["engine_pg"] for r in rounds])
-    peers = across([r["direct_pg"] - r["direct_raw"] for r in rounds])
     protocol = across(
         [
-            (r["engine_pg"] - r["engine_raw"]) + (r["engine_reader"] - r["engine_noop"])
+            (r["engine_pg"] - r["engine_untracked"]) + (r["engine_reader"] - r["engine_noop"])
             for r in rounds
         ]
     )
@@ -151,7 +143,6 @@ def run(plan: Plan, quick: bool) -> dict[str, Any]:
         "protocol_added_rtt_p50_ms": protocol,
         "of_which": {"tracker_ms": tracker, "toxic_readers_ms": reader},
         "any_toxics_chain_ms": chain,
-        "peers_pg_minus_raw_ms": peers,
         "protocol_share_of_engine_added": None if share is None else _r(share, 3),
         "targets": {
             "enforced": not quick,

@@ -104,16 +104,14 @@ def test_scale_bench_settles_and_reports_many_tasks() -> None:
 def test_protocol_bench_separates_the_readers_from_the_engine() -> None:
     report = quick_run("protocol.py")
     assert set(report["rtt_p50_ms"]) == {
-        "direct_raw",
-        "direct_pg",
-        "engine_raw",
+        "direct",
+        "engine_untracked",
         "engine_pg",
         "engine_noop",
         "engine_reader",
     }
     assert report["engine_added_rtt_p50_ms"] > 0
     assert set(report["of_which"]) == {"tracker_ms", "toxic_readers_ms"}
-    assert "peers_pg_minus_raw_ms" in report  # what the tracker's figure does not subtract
     assert report["targets"]["protocol_share_of_engine_added"]["target"] == 0.2
 
 

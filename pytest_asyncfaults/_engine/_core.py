@@ -169,7 +169,7 @@ class _Connection:
         """The client closed its side (sent EOF): it let go of the connection."""
         self.carried = False
         """Data went through: a toxic joining now reads the streams from the middle."""
-        self.tracker: PgSession | None = PgSession(tracking=True)
+        self.tracker: PgSession | None = PgSession(tracking=True) if proxy.tracking else None
         """What the client's stream says from its first byte, while it is PostgreSQL's: the
         statements it prepared, where its messages start. A protocol toxic that joins the
         connection later (a pooled connection made before the test's fault) goes on from
@@ -480,6 +480,9 @@ class _Proxy:
         self.upstream_errors = 0
         self.protocol_log: deque[tuple[int, Note]] = deque(maxlen=PROTOCOL_LOG)
         self._last_notes: dict[int, Note] = {}
+        self.tracking = True
+        """New connections read the client's PostgreSQL side from the first byte (see
+        ``_Connection.tracker``); only ``bench/protocol.py`` turns it off, to measure it."""
 
     def log(self, connection: int, notes: list[Note]) -> None:
         """What a connection's protocol toxics noted. A note is kept as it is (its toxic

@@ -445,18 +445,56 @@ class PgSession:
     def client(self, data: bytes) -> list[PgMessage]:
         if self.opaque:
             return []
-        if self.tracking and self.client_reader.at_boundary:
-            done = self._track_whole(data)
+        reader = self.client_reader
+        whole: list[PgMessage] = []
+        if reader.at_boundary:
+            done = self._track_whole(data) if self.tracking else self._read_whole(data, whole)
             if done == len(data):
-                return []
+                return whole
             data = data[done:]
-        messages = self.client_reader.feed(data)
+        messages = reader.feed(data)
         handle = self._client_message
         for msg in messages:
             handle(msg)
-        if self.client_reader.broken:
+        if reader.broken:
             self.opaque = True
-        return messages
+        return whole + messages if whole else messages
+
+    def _read_whole(self, data: bytes, out: list[PgMessage]) -> int:
+        """``client``'s common case, quickly: whole typed messages read in place, a Query's
+        statement made there, the others handled as ``feed`` would. Returns how far it went
+        (a message that does not end in this chunk, or one the framing refuses, is left to
+        the reader)."""
+        pos, size = 0, len(data)
+        unpack, types, base = _LENGTH.unpack_from, FRONTEND_TYPES, self.client_reader.offset
+        while size - pos >= 5:
+            kind = data[pos]
+            (length,) = unpack(data, pos + 1)
+            end = pos + 1 + length
+            if kind not in types or not 4 <= length <= MAX_MESSAGE or end > size:
+                break
+            body = b"" if kind in _BULK else data[pos + 5 : end]
+            if kind == 81:  # Query: the most common message of all
+                statement = self._query(body)
+                out.append(PgMessage("Q", base + pos, base + end, body, statement))
+            else:
+                msg = PgMessage(_KINDS[kind], base + pos, base + end, body)
+                self._client_message(msg)
+                out.append(msg)
+            pos = end
+        self.client_reader.offset += pos
+        return pos
+
+    def _query(self, body: bytes) -> Statement:
+        """A simple Query: its statement, in a group of its own (its ReadyForQuery ends it)."""
+        self.count += 1
+        statement = Statement(_text(body), self.count, True)
+        groups = self.groups
+        if groups and not groups[-1].closed:
+            groups[-1].closed = True
+        groups.append(Group([statement], True))
+        self._last = statement
+        return statement
 
     def _client_message(self, msg: PgMessage) -> None:
         kind = msg.kind
@@ -464,13 +502,7 @@ class PgSession:
             self._track(msg)
             return
         if kind == "Q":
-            self.count += 1
-            statement = Statement(_text(msg.body), self.count, True)
-            groups = self.groups
-            if groups and not groups[-1].closed:
-                groups[-1].closed = True
-            groups.append(Group([statement], True))
-            msg.statement = self._last = statement
+            msg.statement = self._query(msg.body)
         elif kind == "E":
             self.count += 1
             (portal,) = cstrings(msg.body, 1) or [b""]
