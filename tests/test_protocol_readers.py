@@ -261,6 +261,32 @@ def test_a_tracker_lets_a_late_reader_go_on_mid_message() -> None:
     assert first.statement.number == execute.statement.number  # type: ignore[union-attr]
 
 
+def test_a_toxics_session_hands_a_tracker_back_that_a_late_reader_goes_on_from() -> None:
+    """While a toxic's session reads the client's side in the tracker's place, it must be
+    able to give a tracker back, exactly where it stands (mid-message included), knowing
+    the statements prepared; and none for a stream that is not PostgreSQL's."""
+    capture = [(t, d) for t, d in PG[0]]
+    client_bytes = b"".join(d for t, d in capture if t == "c")
+    _, full, _ = read_pg(capture)
+    execute = next(m for m in full if m.kind == "E")
+    cut = execute.start + 3
+    toxics = PgSession()
+    toxics.client(client_bytes[:cut])
+    tracker = toxics.as_tracker()
+    assert tracker is not None
+    assert tracker.tracking
+    assert tracker.client_offset == cut
+    late = PgSession()
+    late.joined_late(tracker)
+    (first, *_) = late.client(client_bytes[cut:])
+    assert (first.kind, first.start) == ("E", execute.start)
+    assert first.statement is not None
+    assert first.statement.sql == "INSERT INTO t VALUES ($1, $2)"
+    not_pg = PgSession()
+    not_pg.client(b"GET / HTTP/1.1\r\n\r\n")
+    assert not_pg.as_tracker() is None
+
+
 def test_without_a_tracker_a_late_reader_takes_the_stream_to_be_between_messages() -> None:
     late = PgSession()
     late.joined_late()
