@@ -446,11 +446,10 @@ class PgSession:
         if self.opaque:
             return []
         reader = self.client_reader
-        whole: list[PgMessage] = []
-        if reader.at_boundary:
-            done = self._track_whole(data) if self.tracking else self._read_whole(data, whole)
+        if self.tracking and reader.at_boundary:
+            done = self._track_whole(data)
             if done == len(data):
-                return whole
+                return []
             data = data[done:]
         messages = reader.feed(data)
         handle = self._client_message
@@ -458,32 +457,7 @@ class PgSession:
             handle(msg)
         if reader.broken:
             self.opaque = True
-        return whole + messages if whole else messages
-
-    def _read_whole(self, data: bytes, out: list[PgMessage]) -> int:
-        """``client``'s common case, quickly: whole typed messages read in place, a Query's
-        statement made there, the others handled as ``feed`` would. Returns how far it went
-        (a message that does not end in this chunk, or one the framing refuses, is left to
-        the reader)."""
-        pos, size = 0, len(data)
-        unpack, types, base = _LENGTH.unpack_from, FRONTEND_TYPES, self.client_reader.offset
-        while size - pos >= 5:
-            kind = data[pos]
-            (length,) = unpack(data, pos + 1)
-            end = pos + 1 + length
-            if kind not in types or not 4 <= length <= MAX_MESSAGE or end > size:
-                break
-            body = b"" if kind in _BULK else data[pos + 5 : end]
-            if kind == 81:  # Query: the most common message of all
-                statement = self._query(body)
-                out.append(PgMessage("Q", base + pos, base + end, body, statement))
-            else:
-                msg = PgMessage(_KINDS[kind], base + pos, base + end, body)
-                self._client_message(msg)
-                out.append(msg)
-            pos = end
-        self.client_reader.offset += pos
-        return pos
+        return messages
 
     def _query(self, body: bytes) -> Statement:
         """A simple Query: its statement, in a group of its own (its ReadyForQuery ends it)."""
