@@ -221,23 +221,35 @@ async def test_an_asyncpg_pool_recovers_once_the_toxics_are_gone(
         await asyncio.wait_for(lazy.close(), TIMEOUT)
 
 
+@pytest.mark.parametrize("goes", ["removed", "redrawn_away"])
 async def test_a_toxic_that_read_in_the_trackers_place_hands_over_when_it_goes(
-    protocol: Faults, via: str
+    protocol: Faults, via: str, goes: str
 ) -> None:
     """A connection made under a protocol toxic is read once: the toxic's reading stands in
-    for the engine's tracker. When it goes, a tracker goes on from there, so that a toxic
-    joining later still knows the statements prepared before (asyncpg runs a prepared
-    statement by its name alone: only its Parse, made under the first toxic, has the SQL)."""
-    async with protocol.postgres.pg_delay(1, match="^NEVER SENT"):
-        conn = await asyncpg.connect(via, timeout=TIMEOUT)
+    for the engine's tracker. When it goes (removed, or its toxicity set to 0: a noop
+    takes its place), a tracker goes on from there, so that a toxic joining later still
+    knows the statements prepared before (asyncpg runs a prepared statement by its name
+    alone: only its Parse, made under the first toxic, has the SQL)."""
+    reader = protocol.postgres.pg_delay(1, match="^NEVER SENT")
+    await reader.__aenter__()
+    reading, conn = True, None
     try:
+        conn = await asyncpg.connect(via, timeout=TIMEOUT)
         statement = await conn.prepare("SELECT $1::int + 1 AS handed_over")
+        if goes == "removed":
+            reading = False
+            await reader.__aexit__(None, None, None)
+        else:
+            await reader.update(toxicity=0.0)
         async with protocol.postgres.pg_error("40001", match="handed_over"):
             with pytest.raises(asyncpg.SerializationError):
                 await statement.fetchval(1)
         assert await statement.fetchval(1) == 2
     finally:
-        await asyncio.wait_for(conn.close(), TIMEOUT)
+        if conn is not None:
+            await asyncio.wait_for(conn.close(), TIMEOUT)
+        if reading:
+            await reader.__aexit__(None, None, None)
 
 
 async def test_pg_login_refuse_gives_the_asyncpg_class_of_its_sqlstate(
