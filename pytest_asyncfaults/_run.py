@@ -284,20 +284,41 @@ class Run:
             found.append((policy, text, f"{window.proxy}: {kind} on, 0 connections"))
         return found
 
-    async def cancel_spared(self) -> None:
-        """Cancel, quietly and bounded, what ``allow`` spared and is still running: the
-        next test starts clean, and no task is closed by the loop before its first step."""
+    async def cancel_spared(self) -> bool:
+        """Cancel, quietly and bounded, what is still running that the test was not asked
+        to wait for: what ``allow`` spared, and what a library started for a request whose
+        work the harness cancelled (asyncpg, when a query's task is cancelled, sends
+        PostgreSQL's CancelRequest over a new connection, and that task holds the query's
+        connection while it runs: a fault can keep it running past the test). The next
+        test starts clean, no task is closed by the loop before its first step, and what
+        such a task held is let go while the loop can still close it. Whether anything was
+        cancelled."""
+        current = asyncio.current_task()
+        records = self.monitor.records
+        killed = {
+            id(record.request)
+            for record in records
+            if record.cancelled_by_harness and record.request is not None
+        }
         spared = [
             record
-            for record in self.monitor.records
+            for record in records
             if not record.done
             and not record.runner
             and not record.abandoned
-            and record.task is not asyncio.current_task()
-            and allowed(self.settings.allow, record.name, record.stack)
+            and record.task is not current
+            and (
+                allowed(self.settings.allow, record.name, record.stack)
+                or (
+                    record.request is not None
+                    and id(record.request) in killed
+                    and self.monitor.library_owned(record)
+                )
+            )
         ]
         if spared:
             await self.monitor.cancel(spared)
+        return bool(spared)
 
     def watch_threads(self) -> None:
         """From now on, note the threads started, for ``threads_left`` (off: not at all)."""

@@ -148,3 +148,68 @@ def test_a_connection_left_per_request_is_a_leak(
             "first request, 3 now*"
         ]
     )
+
+
+CANCELLED_QUERY_APP = """
+import asyncio
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+DSN = None
+
+
+async def insert(conn):
+    await asyncio.sleep(0.2)
+    await conn.fetchval("SELECT length($1)", "x" * 100_000)  # the bug: no timeout, no close
+
+
+async def job(request):
+    conn = await asyncpg.connect(DSN)
+    return PlainTextResponse("accepted", status_code=202, background=BackgroundTask(insert, conn))
+
+
+app = Starlette(routes=[Route("/job", job, methods=["POST"])])
+"""
+
+CANCELLED_QUERY_TESTS = """
+import pytest
+import app_module
+
+
+@pytest.fixture
+def asgi_app(postgres_server, faults):
+    app_module.DSN = postgres_server.dsn_via(faults.postgres)
+    return app_module.app
+
+
+async def test_a_job_starved_of_bandwidth(app_client, tasks, faults):
+    assert (await app_client.post("/job")).status_code == 202
+    async with faults.postgres.bandwidth(1, stream="upstream"):
+        await tasks.settle(within=1)
+"""
+
+
+def test_a_cancel_request_the_hang_left_running_goes_and_its_connection_is_said_beside(
+    pytester: pytest.Pytester,
+) -> None:
+    """When the harness cancels a query stuck behind a fault, asyncpg sends PostgreSQL's
+    CancelRequest over a new connection, in a task of its own that holds the query's
+    connection; under the fault it outlives the test. It is cancelled with the test, and
+    the connection the app never closed is said beside the hang report: not an ERROR at
+    tear-down under ``filterwarnings = error``, nor pytest's own traceback for its
+    transport after the summary."""
+    pytester.makeini(INI + "filterwarnings = error\n")
+    pytester.makepyfile(app_module=CANCELLED_QUERY_APP, test_app=CANCELLED_QUERY_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 background task still pending after 1 s*",
+            "*also: ResourceWarning: unclosed connection <asyncpg.connection.Connection*",
+        ]
+    )
+    assert "unclosed transport" not in result.stdout.str() + result.stderr.str()

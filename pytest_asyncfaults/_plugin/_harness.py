@@ -224,7 +224,11 @@ class Harness:
                         problems += run.findings(caught, escaped)
                         problems += run.untouched_faults()
                         problems += await self._stop_app(escaped)
-                        await run.cancel_spared()
+                        if await run.cancel_spared():
+                            # What they held (the connection of a query the harness
+                            # cancelled) goes now: its loop can still close it, and its
+                            # ResourceWarning is this test's, said beside its failure.
+                            gc.collect()
                         problems += await run.threads_left()
                     finally:
                         run.stop_watchdog()
