@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 from test_chaos import BLACKHOLE, HEALTHY, make_project, run
 from test_timeline import parse
-from test_timeline_browser import decode_png, find_chromium, paint, start_chromium
+from test_timeline_browser import paint, render
 
 from pytest_asyncfaults._scenario._matrix import format_matrix, rows_of
 
@@ -144,24 +144,7 @@ def test_three_shards_merge_into_the_matrix_of_one_run(
 
 
 def check_page_in_chromium(page: Path, workdir: Path) -> None:
-    binary = find_chromium()
-    screenshot = workdir / "matrix.png"
-    runs = [start_chromium(binary, workdir, "dom", "--dump-dom", page.as_uri())]
-    try:
-        runs.append(
-            start_chromium(
-                binary,
-                workdir,
-                "shot",
-                f"--screenshot={screenshot}",
-                "--window-size=1000,700",
-                page.as_uri(),
-            )
-        )
-    finally:
-        for each in runs:
-            each.stop()
-    dom_text, _ = (each.output() for each in runs)
+    dom_text, image = render(page, workdir, 1000, 700)
     dom = parse(dom_text)
     table = dom.one("table", "matrix")
     assert [
@@ -181,7 +164,6 @@ def check_page_in_chromium(page: Path, workdir: Path) -> None:
     assert not timeline.startswith(("/", "file:")), timeline  # relative: moves with the page
     assert (page.parent / timeline).is_file(), timeline
 
-    image = decode_png(screenshot.read_bytes())
     red, green = paint(image, "#cf222e"), paint(image, "#2da44e")
     assert red.pixels > 500, red  # the failed cell, painted
     assert green.pixels > 5 * 500, green  # the five that passed

@@ -105,6 +105,30 @@ def start_chromium(binary: str, workdir: Path, name: str, *args: str) -> Run:
     return Run(name, process, stdout, stderr)
 
 
+def render(page: Path, workdir: Path, width: int, height: int) -> tuple[str, Image]:
+    """``page`` as Chromium builds it (its DOM) and paints it (a screenshot of ``width`` x
+    ``height``): two browsers at once, sharing nothing but the file they read."""
+    binary = find_chromium()
+    screenshot = workdir / f"{page.stem}.png"
+    runs = [start_chromium(binary, workdir, "dom", "--dump-dom", page.as_uri())]
+    try:
+        runs.append(
+            start_chromium(
+                binary,
+                workdir,
+                "shot",
+                f"--screenshot={screenshot}",
+                f"--window-size={width},{height}",
+                page.as_uri(),
+            )
+        )
+    finally:
+        for run in runs:
+            run.stop()
+    dom_text, _ = (run.output() for run in runs)
+    return dom_text, decode_png(screenshot.read_bytes())
+
+
 # --- PNG, decoded with the standard library ---
 
 
@@ -281,22 +305,8 @@ def test_missing_chromium_fails_and_says_how_to_install_it(
 
 
 def test_chromium_shows_the_hang(workdir: Path) -> None:
-    binary = find_chromium()
     page = write_timeline(hang_timeline(), workdir / "report" / "timeline.html")
-    url = page.as_uri()
-    screenshot = workdir / "timeline.png"
-    # Both at once: they share nothing but the file they read.
-    runs = [start_chromium(binary, workdir, "dom", "--dump-dom", url)]
-    try:
-        runs.append(
-            start_chromium(
-                binary, workdir, "shot", f"--screenshot={screenshot}", "--window-size=1400,900", url
-            )
-        )
-    finally:
-        for run in runs:
-            run.stop()
-    dom_text, _ = (run.output() for run in runs)
+    dom_text, image = render(page, workdir, 1400, 900)
 
     # (a) The DOM as the browser built it.
     dom = parse(dom_text)
@@ -311,7 +321,6 @@ def test_chromium_shows_the_hang(workdir: Path) -> None:
     assert "settle deadline (3 s)" in dom.one("g", "mark").text()
 
     # (b) The pixels it painted.
-    image = decode_png(screenshot.read_bytes())
     assert (image.width, image.height) == (1400, 900)
     hung, faulted = paint(image, PENDING), paint(image, FAULT)
     # The pending task and the fault run over most of the axis, not just a legend swatch,

@@ -213,35 +213,16 @@ def test_the_timeline_of_the_hang_shows_it_in_a_browser(tmp_path: Path) -> None:
     report = tmp_path / "chaos.json"
     buggy_matrix = finish_run(start_run(report, RESET_SEED, "-k", "db_blackhole"), report)
     from test_timeline import parse
-    from test_timeline_browser import decode_png, find_chromium, paint, start_chromium
+    from test_timeline_browser import paint, render
 
     from pytest_asyncfaults._timeline import FAULT, PENDING
 
     (row,) = [row for row in buggy_matrix["results"] if row["scenario"] == "db_blackhole"]
     page = Path(row["timeline"])
     assert f"Timeline of this test: {page} (open it in a browser)" in buggy_matrix["output"]
-    binary = find_chromium()
     with tempfile.TemporaryDirectory(prefix="asyncfaults-chromium-") as name:
-        workdir = Path(name)
-        screenshot = workdir / "hang.png"
-        runs = [start_chromium(binary, workdir, "dom", "--dump-dom", page.as_uri())]
-        try:
-            runs.append(
-                start_chromium(
-                    binary,
-                    workdir,
-                    "shot",
-                    f"--screenshot={screenshot}",
-                    "--window-size=1400,900",
-                    page.as_uri(),
-                )
-            )
-        finally:
-            for run in runs:
-                run.stop()
-        dom = parse(runs[0].output())
-        runs[1].output()
-        image = decode_png(screenshot.read_bytes())
+        dom_text, image = render(page, Path(name), 1400, 900)
+    dom = parse(dom_text)
     # The upload's background work, pending until the deadline, with its await chain:
     (job,) = dom.find_all("g", "bar", "task", "pending")
     label = job.attrs["data-label"]
