@@ -66,10 +66,11 @@ def test_control_bench_compares_both_paths() -> None:
         assert report[path]["add_remove_p99_ms"] >= report[path]["add_remove_p50_ms"]
 
 
-def test_runner_bench_compares_both_clients() -> None:
+def test_runner_bench_compares_the_clients_and_the_floor() -> None:
     report = quick_run("runner.py")
-    assert set(report["requests_per_second"]) == {"app_client", "asgi_transport"}
+    assert set(report["requests_per_second"]) == {"app_client", "asgi_transport", "task_per_call"}
     assert 0 < report["ratio"] < 5
+    assert 0 < report["floor_ratio"] < 5
 
 
 def test_detectors_bench_reports_each_cost() -> None:
