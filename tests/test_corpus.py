@@ -1,7 +1,7 @@
 """A corpus of small apps on real libraries, each buggy and fixed, with the tests a user writes.
 
 Each case in ``tests/corpus/`` is an app written the way people write one
-(FastAPI, Starlette, Quart, Litestar; asyncpg, SQLAlchemy, smtplib; logging,
+(FastAPI, Starlette, Quart, Litestar; asyncpg, SQLAlchemy, smtplib, aiosmtplib; logging,
 loguru), once with the bug and once with its fix, and one test module a user of
 that app would write, parametrized over the two (``[buggy]``, ``[fixed]``). It
 runs in a pytest of its own, against this run's PostgreSQL server, with every
@@ -103,6 +103,11 @@ CASES: Final = [
     ),
     Case(
         "smtplib",
+        caught={"test_a_blackholed_mail_server_times_out": "*> {bug} in send_receipt*"},
+        passes_buggy=("test_the_receipt_is_mailed",),
+    ),
+    Case(
+        "aiosmtplib",
         caught={"test_a_blackholed_mail_server_times_out": "*> {bug} in send_receipt*"},
         passes_buggy=("test_the_receipt_is_mailed",),
     ),
