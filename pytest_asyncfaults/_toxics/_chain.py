@@ -132,7 +132,6 @@ class ToxicChain:
         index = self._index(name)
         released = self._stages[index][1].interrupt(now)
         self._stages[index] = (name, stage)
-        self.active = bool(self._stages)
         stage.start(now)
         return self._feed_at(index + 1, released, now)
 

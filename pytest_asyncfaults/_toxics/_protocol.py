@@ -317,18 +317,19 @@ class Face(Stage):
 
 class ProtocolToxic(Face):
     """A protocol toxic: this stage reads what the client sends; ``server`` (its partner)
-    what the server sends. Subclasses implement the ``client_*`` and ``server_*`` hooks and
-    give ``session`` (anything with an ``opaque`` flag) before this ``__init__``."""
+    what the server sends. Subclasses implement ``read_server`` and the ``client_*`` and
+    ``server_*`` hooks, and give ``session`` before this ``__init__``: its ``client`` reads
+    the client's stream (no method of the toxic's own between: it runs for every chunk)."""
 
     bidirectional = True
-    session: _Session
+    session: _ToxicSession
 
     def __init__(self, attributes: Attributes, rng: random.Random) -> None:
         self.server = ServerFace(self, rng)
         super().__init__(attributes, rng)
         self.partner = self.server
         self.server.partner = self
-        self._read, self.server._read = self.read_client, self.read_server
+        self._read, self.server._read = self.session.client, self.read_server
         self._decide, self.server._decide = self.client_item, self.server_item
         self._decisive, self.server._decisive = self.client_decisive, self.server_decisive
         self._session = self.server._session = self.session
@@ -340,9 +341,6 @@ class ProtocolToxic(Face):
         return self.shared[key]
 
     # -- hooks ------------------------------------------------------------------------------------
-
-    def read_client(self, data: bytes) -> Sequence[Any]:
-        raise NotImplementedError
 
     def read_server(self, data: bytes) -> Sequence[Any]:
         raise NotImplementedError
@@ -378,6 +376,12 @@ class _NoSession:
 
 
 _NO_SESSION: Final[_Session] = _NoSession()
+
+
+class _ToxicSession(_Session, Protocol):
+    """A protocol toxic's session: it also reads the client's stream."""
+
+    def client(self, data: bytes) -> Sequence[Any]: ...
 
 
 def _nothing(data: bytes) -> Sequence[Any]:

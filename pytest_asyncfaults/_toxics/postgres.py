@@ -120,10 +120,6 @@ class _PgToxic(ProtocolToxic):
         self.session = PgSession()
         self._login_done_noted = False
         super().__init__(attributes, rng)
-        self._read = self.session.client  # read_client's work, one call less per chunk
-
-    def read_client(self, data: bytes) -> list[PgMessage]:
-        return self.session.client(data)
 
     def read_server(self, data: bytes) -> list[PgMessage]:
         return self.session.server(data, items=self.server_items())

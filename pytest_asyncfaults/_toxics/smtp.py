@@ -92,9 +92,6 @@ class _SmtpToxic(ProtocolToxic):
         self.session = SmtpSession()
         super().__init__(attributes, rng)
 
-    def read_client(self, data: bytes) -> list[SmtpItem]:
-        return self.session.client(data)
-
     def read_server(self, data: bytes) -> list[SmtpItem]:
         return self.session.server(data)
 
